@@ -1,0 +1,32 @@
+# Each target creates .venv and installs the project if it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-all bench install clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,slurm]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: pretrain the tiny synthetic CLIP if needed, sweep finetune/LwF/VR-LwF, print the comparison.
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+## The default test suite (fast; slow tests are deselected).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m ''
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_train_step.py
+
+clean:
+	rm -rf $(VENV)

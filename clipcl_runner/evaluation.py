@@ -1,0 +1,121 @@
+"""Evaluation after every stage: update-task accuracy (the accuracy matrix), zero-shot probes, retrieval.
+
+Image features are computed once per dataset per evaluation and shared by every head that
+uses that dataset; zero-shot heads come from open_clip's batched classifier builder.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from open_clip import build_zero_shot_classifier
+from torch.utils.data import DataLoader, Dataset
+
+from .data.stages import ClassificationProbe, RetrievalProbe, Stage
+from .precision import autocast
+from .retrieval import folded_recall, recall_at_k
+
+log = logging.getLogger(__name__)
+TASK_HEADS = ("stage", "seen", "all")
+
+
+def task_metric(stage_name: str) -> str:
+    return f"task/{stage_name}/acc"
+
+
+class Evaluator:
+    """Runs every probe on a model and returns one flat dict of metrics (percentages)."""
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        probes: Sequence[ClassificationProbe | RetrievalProbe],
+        tokenizer,
+        device: torch.device,
+        precision: str = "fp32",
+        batch_size: int = 256,
+        num_workers: int = 0,
+        task_head: str = "stage",
+    ):
+        if task_head not in TASK_HEADS:
+            raise ValueError(f"eval.task_head='{task_head}' is not one of {TASK_HEADS}.")
+        self.stages, self.probes = list(stages), list(probes)
+        self.tokenizer, self.device, self.precision = tokenizer, device, precision
+        self.batch_size, self.num_workers, self.task_head = batch_size, num_workers, task_head
+
+    @torch.no_grad()
+    def encode_images(self, model, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        features, labels = [], []
+        for images, targets in loader:
+            with autocast(self.precision, self.device):
+                encoded = model.encode_image(images.to(self.device, non_blocking=True), normalize=True)
+            features.append(encoded.float())
+            labels.append(torch.as_tensor(targets))
+        return torch.cat(features), torch.cat(labels).to(self.device)
+
+    @torch.no_grad()
+    def encode_texts(self, model, texts: Sequence[str]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
+            with autocast(self.precision, self.device):
+                chunks.append(model.encode_text(tokens, normalize=True).float())
+        return torch.cat(chunks)
+
+    def head(self, model, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        with autocast(self.precision, self.device):
+            weights = build_zero_shot_classifier(
+                model, self.tokenizer, list(classnames), list(templates), num_classes_per_batch=50, device=self.device
+            )
+        return weights.float()
+
+    def _task_classes(self, stage_index: int, completed: int) -> tuple[list[str], int]:
+        """Class names of the head that classifies stage ``stage_index``'s test set, and that stage's offset in it."""
+        if self.task_head == "stage":
+            return list(self.stages[stage_index].classnames), 0
+        last = len(self.stages) if self.task_head == "all" else max(completed, stage_index + 1)
+        names, offset = [], 0
+        for index, stage in enumerate(self.stages[:last]):
+            if index == stage_index:
+                offset = len(names)
+            names.extend(stage.classnames)
+        return names, offset
+
+    @torch.no_grad()
+    def __call__(self, model, completed_stages: int) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def features_of(dataset: Dataset):
+            if id(dataset) not in cache:
+                cache[id(dataset)] = self.encode_images(model, dataset)
+            return cache[id(dataset)]
+
+        metrics: dict[str, float] = {}
+        for index, stage in enumerate(self.stages):
+            classnames, offset = self._task_classes(index, completed_stages)
+            features, labels = features_of(stage.test)
+            weights = self.head(model, classnames, stage.eval_templates)
+            metrics[task_metric(stage.name)] = accuracy(features @ weights, labels + offset)
+        for probe in self.probes:
+            features, labels = features_of(probe.dataset)
+            if isinstance(probe, ClassificationProbe):
+                targets = labels if probe.targets is None else probe.targets.to(self.device)
+                weights = self.head(model, probe.classnames, probe.templates)
+                metrics[f"zs/{probe.name}/acc"] = accuracy(features @ weights, targets)
+            else:
+                text_features = self.encode_texts(model, probe.captions)
+                score = recall_at_k if probe.folds == 1 else folded_recall
+                kwargs = {} if probe.folds == 1 else {"folds": probe.folds}
+                recalls = score(features, text_features, probe.text_to_image.to(self.device), **kwargs)
+                metrics.update({f"ret/{probe.name}/{key}": value for key, value in recalls.items()})
+        model.train(was_training)
+        return metrics
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    return float((logits.argmax(dim=1) == targets).float().mean().item() * 100.0)

@@ -1,0 +1,121 @@
+"""The method contract: every continual-learning method is a short class on top of this one.
+
+The stage loop calls, per stage: ``begin_stage`` -> ``training_loss`` for every batch ->
+``end_stage``. A method may wrap or freeze the model in ``setup``, owns its own state for
+checkpoints, and never runs its own training loop.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.stages import Stage
+from ..models import select_trainable
+
+
+@dataclass
+class RunContext:
+    """What a method may look at: the model being trained and the run's settings."""
+
+    model: nn.Module
+    tokenizer: object
+    device: torch.device
+    stages: Sequence[Stage]
+    part: str = "whole"
+    train_logit_scale: bool = False
+    stage_index: int = 0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.stage_index]
+
+    def seen_classnames(self) -> list[str]:
+        """Classes of every stage up to and including the current one (MST's 'seen so far')."""
+        names: list[str] = []
+        for stage in self.stages[: self.stage_index + 1]:
+            names.extend(name for name in stage.classnames if name not in names)
+        return names
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy for use as a teacher: no shared storage, no gradients, eval mode."""
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(p_teacher || p_student) of the temperature-softened distributions, averaged over the batch."""
+    teacher_log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student_log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return F.kl_div(student_log_p, teacher_log_p, reduction="batchmean", log_target=True)
+
+
+class Method:
+    """Fine-tuning on the stage's class prompts with cross-entropy; subclasses add their terms."""
+
+    trains = True
+
+    def __init__(self, name: str):
+        self.name = name
+
+    # -- lifecycle -----------------------------------------------------------------
+    def setup(self, run: RunContext) -> list[nn.Parameter]:
+        """Called once; returns the parameters to optimise. Adapter methods wrap ``run.model`` here."""
+        return select_trainable(run.model, run.part, run.train_logit_scale)
+
+    def begin_stage(self, run: RunContext) -> None:
+        self._frozen_text_cache: dict[tuple, torch.Tensor] = {}
+
+    def end_stage(self, run: RunContext) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    # -- the loss --------------------------------------------------------------------
+    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
+        """Returns the loss to minimise and a dict of detached terms to log."""
+        image_features = run.model.encode_image(images, normalize=True)
+        loss = self.cross_entropy(run, image_features, labels)
+        return loss, {"ce": loss.detach()}
+
+    def cross_entropy(self, run: RunContext, image_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CE over the current stage's classes only (MST masks the other sessions' logits this way)."""
+        logits = self.class_logits(run, run.model, image_features, run.stage.classnames, run.stage.train_templates)
+        return F.cross_entropy(logits, labels)
+
+    # -- helpers shared by subclasses ------------------------------------------------------
+    def encode_prompts(self, run: RunContext, model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
+        tokens = run.tokenizer(list(texts)).to(run.device)
+        return model.encode_text(tokens, normalize=True)
+
+    def class_features(self, run: RunContext, model: nn.Module, classnames, templates) -> torch.Tensor:
+        """Normalised class embeddings (template-averaged), with gradient when the text tower trains."""
+        texts = [template.format(name) for name in classnames for template in templates]
+        features = self.encode_prompts(run, model, texts).view(len(classnames), len(templates), -1).mean(dim=1)
+        return F.normalize(features, dim=-1)
+
+    def class_logits(self, run: RunContext, model: nn.Module, image_features, classnames, templates) -> torch.Tensor:
+        """exp(logit_scale) * cos(image, class prompt) for ``model`` (the student or a frozen teacher)."""
+        text_is_frozen = model is not run.model or run.part == "image"
+        if text_is_frozen:
+            # Constant for the whole stage: encode once instead of every step.
+            key = (id(model), tuple(classnames), tuple(templates))
+            if key not in self._frozen_text_cache:
+                with torch.no_grad():
+                    self._frozen_text_cache[key] = self.class_features(run, model, classnames, templates)
+            text_features = self._frozen_text_cache[key]
+        else:
+            text_features = self.class_features(run, model, classnames, templates)
+        return model.logit_scale.exp() * image_features @ text_features.t()

@@ -1,0 +1,47 @@
+"""LwF: cross-entropy plus distillation of the old model's class probabilities on the current images.
+
+The old model (teacher) is a frozen deep copy of the model at the start of each stage: the
+pretrained CLIP before the first stage, the previous stage's model after that.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Method, RunContext, distillation_kl, frozen_copy
+
+DISTILL_CLASSES = ("current", "seen")
+
+
+class LwF(Method):
+    def __init__(self, name: str = "lwf", alpha: float = 1.0, temperature: float = 2.0, distill_classes: str = "seen"):
+        super().__init__(name)
+        if distill_classes not in DISTILL_CLASSES:
+            raise ValueError(f"method.distill_classes='{distill_classes}' is not one of {DISTILL_CLASSES}.")
+        self.alpha, self.temperature, self.distill_classes = alpha, temperature, distill_classes
+        self.teacher = None
+
+    def begin_stage(self, run: RunContext) -> None:
+        super().begin_stage(run)
+        self.teacher = frozen_copy(run.model)
+        # MST distils over every class seen so far; OST/one-stage runs see only the current ones.
+        self.distilled_names = run.seen_classnames() if self.distill_classes == "seen" else list(run.stage.classnames)
+
+    def end_stage(self, run: RunContext) -> None:
+        self.teacher = None  # the next stage snapshots the model again; free the memory now
+
+    def teacher_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.teacher.encode_image(images, normalize=True)
+
+    def lwf_kl(self, run: RunContext, image_features: torch.Tensor, teacher_image_features: torch.Tensor):
+        templates = run.stage.train_templates
+        student = self.class_logits(run, run.model, image_features, self.distilled_names, templates)
+        with torch.no_grad():
+            teacher = self.class_logits(run, self.teacher, teacher_image_features, self.distilled_names, templates)
+        return distillation_kl(student, teacher, self.temperature)
+
+    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
+        image_features = run.model.encode_image(images, normalize=True)
+        ce = self.cross_entropy(run, image_features, labels)
+        lwf = self.lwf_kl(run, image_features, self.teacher_image_features(images))
+        return ce + self.alpha * lwf, {"ce": ce.detach(), "lwf": lwf.detach()}

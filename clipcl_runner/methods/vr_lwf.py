@@ -1,0 +1,101 @@
+"""VR-LwF (Ding et al. 2022): distil the old model's softmax over a replayed vocabulary.
+
+Every iteration draws K pseudo class names, by default [SOT, L uniformly random ordinary
+BPE tokens, EOT] as in the paper, and adds alpha * KL(softmax z_old(x, V) || softmax
+z_new(x, V)) on the current images; both student towers get gradient. With a vocabulary
+(a list of texts or a file with one text per line) the K texts are drawn from it instead,
+and the teacher's embeddings of the whole vocabulary are computed once per stage.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .base import RunContext, distillation_kl
+from .lwf import LwF
+
+
+def read_vocabulary(path: str | Path) -> list[str]:
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    texts = [line for line in lines if line]
+    if not texts:
+        raise ValueError(f"vocabulary file {path} holds no texts (one text per line expected).")
+    return texts
+
+
+def random_token_texts(
+    count: int, length: int, sot: int, eot: int, context_length: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``count`` pseudo class names as token ids: [SOT, ``length`` random ordinary tokens, EOT, 0 ...]."""
+    if length + 2 > context_length:
+        raise ValueError(f"token_length={length} does not fit the context length {context_length}.")
+    tokens = torch.zeros(count, context_length, dtype=torch.long)
+    tokens[:, 0] = sot
+    # Ordinary BPE ids are every id below the special tokens (open_clip puts SOT/EOT last).
+    tokens[:, 1 : length + 1] = torch.randint(0, min(sot, eot), (count, length), generator=generator)
+    tokens[:, length + 1] = eot
+    return tokens
+
+
+class VRLwF(LwF):
+    def __init__(
+        self,
+        name: str = "vr_lwf",
+        alpha: float = 1.0,
+        temperature: float = 2.0,
+        num_texts: int = 100,
+        token_length: int = 8,
+        vocabulary: Sequence[str] | str | None = None,
+        include_lwf: bool = True,
+        distill_classes: str = "seen",
+    ):
+        super().__init__(name, alpha=alpha, temperature=temperature, distill_classes=distill_classes)
+        self.num_texts, self.token_length, self.include_lwf = num_texts, token_length, include_lwf
+        self.vocabulary = read_vocabulary(vocabulary) if isinstance(vocabulary, (str, Path)) else vocabulary
+        self.vocabulary_tokens = None
+
+    def begin_stage(self, run: RunContext) -> None:
+        super().begin_stage(run)
+        if self.vocabulary is not None:
+            if self.vocabulary_tokens is None:
+                self.vocabulary_tokens = run.tokenizer(list(self.vocabulary)).to(run.device)
+            with torch.no_grad():
+                self.teacher_vocabulary = torch.cat(
+                    [self.teacher.encode_text(chunk, normalize=True) for chunk in self.vocabulary_tokens.split(1024)]
+                )
+
+    def draw_texts(self, run: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's K texts as tokens, and the teacher's normalised embeddings of them."""
+        if self.vocabulary is None:
+            tokenizer = run.tokenizer
+            tokens = random_token_texts(
+                self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id,
+                tokenizer.context_length,
+            ).to(run.device)
+            with torch.no_grad():
+                return tokens, self.teacher.encode_text(tokens, normalize=True)
+        picked = torch.randperm(len(self.vocabulary_tokens))[: self.num_texts].to(run.device)
+        return self.vocabulary_tokens[picked], self.teacher_vocabulary[picked]
+
+    def vocabulary_kl(self, run: RunContext, image_features, teacher_image_features) -> torch.Tensor:
+        tokens, teacher_texts = self.draw_texts(run)
+        with torch.set_grad_enabled(run.part != "image"):
+            student_texts = run.model.encode_text(tokens, normalize=True)
+        student = run.model.logit_scale.exp() * image_features @ student_texts.t()
+        teacher = self.teacher.logit_scale.exp() * teacher_image_features @ teacher_texts.t()
+        return distillation_kl(student, teacher, self.temperature)
+
+    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
+        image_features = run.model.encode_image(images, normalize=True)
+        teacher_image_features = self.teacher_image_features(images)
+        ce = self.cross_entropy(run, image_features, labels)
+        vr = self.vocabulary_kl(run, image_features, teacher_image_features)
+        terms = {"ce": ce.detach(), "vr": vr.detach()}
+        distill = vr
+        if self.include_lwf:  # the paper's MST form: LwF over seen classes inside the alpha bracket
+            lwf = self.lwf_kl(run, image_features, teacher_image_features)
+            distill = distill + lwf
+            terms["lwf"] = lwf.detach()
+        return ce + self.alpha * distill, terms

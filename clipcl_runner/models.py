@@ -1,0 +1,159 @@
+"""Loading CLIP models through open_clip, and choosing which of their parameters train.
+
+Everything goes through open_clip's public API (``create_model``, ``get_tokenizer``,
+``image_transform``); we never edit or copy its source, we only wrap its models.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+PARTS = ("whole", "image", "text")
+
+
+def register_model_configs() -> None:
+    """Make our own architecture configs (e.g. the tiny synthetic CLIP) known to open_clip."""
+    if "SynthCLIP-RN-Tiny" not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+@dataclass
+class ClipBundle:
+    """An open_clip model with what is needed to feed it."""
+
+    model: nn.Module
+    tokenizer: Callable
+    name: str
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    preprocess_train: Callable
+    preprocess_eval: Callable
+
+    @property
+    def context_length(self) -> int:
+        return int(self.tokenizer.context_length)
+
+
+class PretrainedWeightsMissing(RuntimeError):
+    """Raised when a pretrained tag is requested whose weights are neither cached nor downloadable."""
+
+
+def _weights_hint(model_name: str, pretrained: str, cache_dir: str | None) -> str:
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
+    hub = cfg.get("hf_hub", "").rstrip("/")
+    url = cfg.get("url", "")
+    where = cache_dir or os.environ.get("HF_HUB_CACHE") or "~/.cache/huggingface/hub"
+    lines = [
+        f"Pretrained weights '{pretrained}' for open_clip model '{model_name}' are not cached and could not be fetched.",
+        "Fix it in one of these ways:",
+    ]
+    if hub:
+        lines.append(
+            f"  - on a machine with internet: `huggingface-cli download {hub} open_clip_pytorch_model.bin"
+            f" --cache-dir {where}` (or run this job once there), then copy the cache folder here;"
+        )
+    if url:
+        lines.append(f"  - download {url} and pass its path: model.pretrained=/path/to/{Path(url).name};")
+    lines.append("  - or pass any local open_clip checkpoint file: model.pretrained=/path/to/checkpoint.pt")
+    return "\n".join(lines)
+
+
+def _tag_is_cached(model_name: str, pretrained: str, cache_dir: str | None) -> bool:
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id, filename = os.path.split(hub)
+    for candidate in ([filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]):
+        found = try_to_load_from_cache(repo_id, candidate, cache_dir=cache_dir)
+        if isinstance(found, str):
+            return True
+    return False
+
+
+def load_open_clip(
+    name: str,
+    pretrained: str | None = None,
+    cache_dir: str | None = None,
+    allow_download: bool = True,
+    device: str | torch.device = "cpu",
+) -> ClipBundle:
+    """Build an open_clip model, loading ``pretrained`` (a tag such as ``openai`` or a file path).
+
+    A tag whose weights are not cached fails with a message naming the file to fetch and where
+    to put it, instead of open_clip's network error deep inside hub code.
+    """
+    register_model_configs()
+    if name not in open_clip.list_models():
+        raise ValueError(
+            f"Unknown open_clip model '{name}'. Choose one of open_clip.list_models(), e.g. ViT-B-32, ViT-B-16, RN50."
+        )
+    if pretrained and not os.path.isfile(pretrained):
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise FileNotFoundError(
+                f"model.pretrained='{pretrained}' is neither a file nor a pretrained tag of {name} "
+                f"(tags: {tags}). Pass an existing checkpoint path or one of the tags."
+            )
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not allow_download
+        if offline and not _tag_is_cached(name, pretrained, cache_dir):
+            raise PretrainedWeightsMissing(_weights_hint(name, pretrained, cache_dir))
+    try:
+        model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, cache_dir=cache_dir, device=device
+        )
+    except RuntimeError as error:
+        if pretrained and not os.path.isfile(pretrained):
+            raise PretrainedWeightsMissing(_weights_hint(name, pretrained, cache_dir)) from error
+        raise
+    visual = model.visual
+    return ClipBundle(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(name),
+        name=name,
+        image_mean=tuple(getattr(visual, "image_mean", open_clip.OPENAI_DATASET_MEAN)),
+        image_std=tuple(getattr(visual, "image_std", open_clip.OPENAI_DATASET_STD)),
+        preprocess_train=preprocess_train,
+        preprocess_eval=preprocess_eval,
+    )
+
+
+def tower_of(parameter_name: str) -> str:
+    """Which part of an open_clip CLIP a parameter belongs to: 'image', 'text' or 'logit'."""
+    if parameter_name.startswith("visual."):
+        return "image"
+    if parameter_name.startswith("logit_"):
+        return "logit"
+    return "text"
+
+
+def select_trainable(model: nn.Module, part: str, train_logit_scale: bool) -> list[nn.Parameter]:
+    """Freeze everything except ``part`` (whole | image | text, as the paper defines it)."""
+    if part not in PARTS:
+        raise ValueError(f"part='{part}' is not one of {PARTS}.")
+    trainable = []
+    for name, param in model.named_parameters():
+        tower = tower_of(name)
+        wanted = (tower == "logit" and train_logit_scale) or (tower != "logit" and part in ("whole", tower))
+        param.requires_grad_(wanted)
+        if wanted:
+            trainable.append(param)
+    return trainable
+
+
+def clamp_logit_scale(model: nn.Module, max_scale: float = 100.0) -> None:
+    """Keep exp(logit_scale) <= max_scale, as CLIP's training does."""
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, torch.log(torch.tensor(max_scale)).item())

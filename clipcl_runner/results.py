@@ -1,0 +1,39 @@
+"""From evaluation rows to the run's accuracy matrix and summary (shared by the runner and the report)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .evaluation import task_metric
+
+PROBE_PREFIXES = ("zs/", "ret/")
+
+
+def accuracy_matrix(rows: list[dict], stage_names: list[str]) -> pd.DataFrame:
+    """Rows = evaluations (the zero-shot row first when present), columns = every stage's test set."""
+    index = [row["stage_name"] for row in rows]
+    values = [[row.get(task_metric(name), np.nan) for name in stage_names] for row in rows]
+    return pd.DataFrame(values, index=index, columns=stage_names, dtype=float)
+
+
+def probe_values(row: dict) -> dict[str, float]:
+    return {key: float(value) for key, value in row.items() if key.startswith(PROBE_PREFIXES)}
+
+
+def run_summary(rows: list[dict], stage_names: list[str], primary_zero_shot: str | None = None) -> dict:
+    """The continual-learning summary of a finished run (see ``metrics.summarize``) plus A-Acc."""
+    stage_rows = [row for row in rows if row["stage"] > 0]
+    zero_shot = next((row for row in rows if row["stage"] == 0), None)
+    trained = accuracy_matrix(stage_rows, stage_names).to_numpy()
+    zero_shot_row = accuracy_matrix([zero_shot], stage_names).to_numpy()[0] if zero_shot else None
+    summary = metrics.summarize(
+        trained,
+        zero_shot_row,
+        probes=probe_values(stage_rows[-1]),
+        probe_zero_shot=probe_values(zero_shot) if zero_shot else None,
+    )
+    if primary_zero_shot and primary_zero_shot in summary:
+        summary["a_acc"] = metrics.a_acc(summary["ut_acc"], summary[primary_zero_shot])
+    summary["stages"] = len(stage_rows)
+    return summary
