@@ -1,8 +1,6 @@
 """Console entry points: ``clipcl`` (one run, or a sweep with ``-m``) and ``clipcl-pretrain``."""
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
 import hydra
@@ -15,7 +13,6 @@ from .models import PARTS
 from .precision import PRECISIONS
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-log = logging.getLogger("clipcl_runner")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -53,10 +50,11 @@ def pretrain_main(cfg: DictConfig) -> None:
 
     if "pretrain" not in cfg.model:
         raise ValueError(f"model={HydraConfig.get().runtime.choices.model} has nothing to pretrain; use model=synthetic.")
-    path = ensure_checkpoint(OmegaConf.to_container(cfg.model.pretrain, resolve=True), cfg.model.cache_dir)
+    path = ensure_checkpoint(
+        OmegaConf.to_container(cfg.model.pretrain, resolve=True), cfg.model.cache_dir, progress=cfg.trainer.progress
+    )
     print(path)
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     main()

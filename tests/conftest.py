@@ -1,0 +1,61 @@
+"""Shared fixtures: offline everything, the test preset's config, and one pretrained tiny CLIP per machine."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_DIR = str(REPO / "conf")
+# The pretrained test-preset CLIP is cached here across test sessions (a clean clone pretrains once).
+CACHE = Path(os.environ.get("CLIPCL_TEST_CACHE", REPO / ".cache"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def offline_environment(tmp_path_factory):
+    """No test may reach the network: W&B offline, Hugging Face hub offline, all W&B files in tmp."""
+    wandb_home = tmp_path_factory.mktemp("wandb_home")
+    settings = {
+        "WANDB_MODE": "offline",
+        "WANDB_ERROR_REPORTING": "false",
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+        "CLIPCL_CACHE": str(CACHE),
+    }
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        settings[name] = str(wandb_home / name.lower())
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    yield
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def compose_config(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+    """The composed config exactly as `clipcl` would see it (without the hydra node)."""
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+TEST_PRESET = ("experiment=synthetic_test", "trainer.progress=false")
+
+
+@pytest.fixture(scope="session")
+def pretrained_test_clip() -> Path:
+    """The test preset's pretrained checkpoint (pretrained on first use, ~1 min on 2 cores)."""
+    from omegaconf import OmegaConf
+
+    from clipcl_runner.synthetic_clip import ensure_checkpoint
+
+    cfg = compose_config(*TEST_PRESET)
+    return ensure_checkpoint(OmegaConf.to_container(cfg.model.pretrain, resolve=True), cfg.model.cache_dir, progress=False)

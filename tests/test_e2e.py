@@ -1,0 +1,131 @@
+"""End to end on the synthetic test preset: learning, the forgetting phenomenon, files, resume, W&B, sweeps."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import open_dict
+
+from clipcl_runner.runner import run
+from clipcl_runner.tracking import read_offline_run
+from conftest import REPO, TEST_PRESET, compose_config
+
+I2T_R1 = "ret/heldout/i2t_r1"
+
+
+def run_preset(run_dir: Path, *overrides: str) -> dict:
+    logger = () if any(o.startswith("logger=") for o in overrides) else ("logger=none",)
+    cfg = compose_config(*TEST_PRESET, *logger, *overrides, output_dir=run_dir.parent)
+    return run(cfg, run_dir)
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finetune_dir(pretrained_test_clip, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finetune") / "run"
+    run_preset(run_dir, "method=finetune")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def vr_lwf_dir(pretrained_test_clip, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("vr_lwf") / "run"
+    run_preset(run_dir, "method=vr_lwf")
+    return run_dir
+
+
+def test_pretraining_taught_colour_and_retrieval(finetune_dir):
+    zero_shot = read_rows(finetune_dir)[0]
+    assert zero_shot["stage"] == 0 and zero_shot["stage_name"] == "zero-shot"
+    assert zero_shot["ret/heldout/i2t_r5"] > 50 and zero_shot["ret/heldout/t2i_r5"] > 50
+    assert zero_shot["zs/colour/acc"] > 80
+
+
+def test_finetuning_forgets_and_vr_lwf_keeps_most(finetune_dir, vr_lwf_dir):
+    finetune = json.loads((finetune_dir / "summary.json").read_text())
+    vr_lwf = json.loads((vr_lwf_dir / "summary.json").read_text())
+    assert finetune[f"delta/{I2T_R1}"] < -10, finetune
+    assert vr_lwf[f"delta/{I2T_R1}"] > finetune[f"delta/{I2T_R1}"], (vr_lwf, finetune)
+    # Both learnt the new shapes: better than the 3-way chance level on the last task.
+    for summary_rows in (read_rows(finetune_dir), read_rows(vr_lwf_dir)):
+        assert summary_rows[-1]["task/T3/acc"] > summary_rows[0]["task/T3/acc"] + 5
+
+
+def test_run_folder_holds_everything_the_report_needs(finetune_dir):
+    rows = read_rows(finetune_dir)
+    assert [row["stage"] for row in rows] == [0, 1, 2, 3]
+    matrix = pd.read_csv(finetune_dir / "accuracy_matrix.csv", index_col=0)
+    assert list(matrix.columns) == ["T1", "T2", "T3"] and list(matrix.index) == ["zero-shot", "T1", "T2", "T3"]
+    assert matrix.loc["T2", "T1"] == pytest.approx(rows[2]["task/T1/acc"])
+    summary = json.loads((finetune_dir / "summary.json").read_text())
+    expected_ut = (rows[3]["task/T1/acc"] + rows[3]["task/T2/acc"] + rows[3]["task/T3/acc"]) / 3
+    assert summary["ut_acc"] == pytest.approx(expected_ut)
+    assert summary["delta/zs/colour/acc"] == pytest.approx(rows[3]["zs/colour/acc"] - rows[0]["zs/colour/acc"])
+    assert (finetune_dir / "probes.png").stat().st_size > 1000
+    assert (finetune_dir / "checkpoints" / "last.pt").is_file()
+
+
+def test_resume_after_a_stop_gives_the_uninterrupted_metrics(finetune_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    stopped = run_preset(run_dir, "method=finetune", "trainer.stop_after_stage=1")
+    assert stopped == {"stopped_after_stage": 1} and not (run_dir / "summary.json").exists()
+    assert [row["stage"] for row in read_rows(run_dir)] == [0, 1]
+    resumed = run_preset(run_dir, "method=finetune", "resume=true")
+    uninterrupted = json.loads((finetune_dir / "summary.json").read_text())
+    assert set(resumed) == set(uninterrupted)
+    for key, value in uninterrupted.items():
+        assert (value is None and math.isnan(resumed[key])) or resumed[key] == pytest.approx(value, abs=1e-9), key
+    assert [row["stage"] for row in read_rows(run_dir)] == [0, 1, 2, 3]
+
+
+def test_offline_wandb_run_holds_the_stage_metrics_and_summary(pretrained_test_clip, tmp_path):
+    run_dir = tmp_path / "run"
+    summary = run_preset(
+        run_dir, "method=finetune", "logger=wandb", "tasks.num_stages=2", "tasks.epochs=1", "logger.tags=[ci]"
+    )
+    logged = read_offline_run(run_dir)
+    by_stage = {int(row["stage"]): row for row in logged["history"] if "task/T1/acc" in row}
+    local = read_rows(run_dir)
+    assert sorted(by_stage) == [0, 1, 2]
+    for row in local:
+        assert by_stage[row["stage"]]["task/T1/acc"] == pytest.approx(row["task/T1/acc"])
+        assert by_stage[row["stage"]][I2T_R1] == pytest.approx(row[I2T_R1])
+    assert logged["summary"]["ut_acc"] == pytest.approx(summary["ut_acc"])
+    assert logged["job_type"] == "finetune" and "ci" in logged["tags"]
+
+
+def test_multirun_sweep_gives_each_job_its_own_folder_and_wandb_run(pretrained_test_clip, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "clipcl_runner.cli", "-m", *TEST_PRESET, "logger=wandb", "method=finetune,lwf",
+         "tasks.num_stages=2", "tasks.epochs=1", f"hydra.sweep.dir={sweep}", f"paths.output_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(path for path in sweep.iterdir() if path.is_dir() and (path / "summary.json").exists())
+    assert [job.name for job in jobs] == ["0_finetune_s0", "1_lwf_s0"]
+    ids = set()
+    for job in jobs:
+        logged = read_offline_run(job)
+        assert logged["group"] == sweep.name and logged["job_type"] == job.name.split("_")[1]
+        ids.add(logged["run_id"])
+    assert len(ids) == 2
+
+
+def test_pretrained_tag_without_cached_weights_says_what_to_fetch(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "clipcl_runner.cli", "model=vit_b32", "logger=none",
+         f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "Pretrained weights 'openai' for open_clip model 'ViT-B-32' are not cached" in result.stderr
+    assert "open_clip_pytorch_model.bin" in result.stderr and "model.pretrained=/path/to/" in result.stderr
