@@ -15,6 +15,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def resolve_device(device: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N (``pack`` is resolved by packing.packed_device)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

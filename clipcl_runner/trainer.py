@@ -1,14 +1,21 @@
-"""Training one stage: batches -> method loss -> optimiser step, with AMP and a progress bar."""
+"""Training one stage: batches -> method loss -> optimiser step, with AMP, progress, and exact mid-stage resume.
+
+The data order of every epoch is a permutation drawn from (stage seed, epoch), so a run
+resumed at step k sees exactly the batches an uninterrupted run sees from step k on; the
+global RNG (random-token texts, dropout) is saved with the step and restored with it.
+Exactness needs deterministic transforms or ``num_workers=0``: random augmentations in
+worker processes make a resumed run statistically, not bitwise, equal.
+"""
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from .methods.base import Method, RunContext
@@ -28,6 +35,23 @@ class TrainSettings:
     progress: bool = True
 
 
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation per epoch from (seed, epoch), optionally starting part-way through."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch, self.start = size, seed, 0, 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.randperm(self.size, generator=generator)[self.start :].tolist()
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
     model.train()
     if freeze_bn:
@@ -36,74 +60,122 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
                 module.eval()
 
 
-def stage_steps(stage, loader_length: int) -> int:
-    return stage.iterations if stage.iterations else stage.epochs * loader_length
+class StageTraining:
+    """The optimisation state of one stage; ``run`` trains from ``self.step`` to the end of the stage."""
 
+    def __init__(
+        self,
+        run: RunContext,
+        method: Method,
+        parameters: list[nn.Parameter],
+        make_optimizer: Callable,
+        make_scheduler: Callable | None,
+        settings: TrainSettings,
+        seed: int,
+    ):
+        self.run_context, self.method, self.parameters, self.settings = run, method, parameters, settings
+        stage = run.stage
+        self.drop_last = len(stage.train) > settings.batch_size
+        self.sampler = EpochShuffle(len(stage.train), seed)
+        self.loader = DataLoader(
+            stage.train, batch_size=settings.batch_size, sampler=self.sampler, drop_last=self.drop_last,
+            num_workers=settings.num_workers, pin_memory=run.device.type == "cuda",
+            # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG
+            # at every epoch start, which would shift the global stream of a run resumed mid-epoch.
+            generator=torch.Generator().manual_seed(seed),
+        )
+        size, batch = len(stage.train), settings.batch_size
+        self.steps_per_epoch = size // batch if self.drop_last else math.ceil(size / batch)
+        self.total = stage.iterations or stage.epochs * self.steps_per_epoch
+        self.optimizer = make_optimizer(parameters, **({"lr": stage.lr} if stage.lr else {}))
+        self.scheduler = make_scheduler(self.optimizer, total_steps=self.total) if make_scheduler else None
+        self.scaler = grad_scaler(settings.precision, run.device)
+        self.step = 0
+        self.sums: dict[str, float] = {}
 
-def _batches(loader: DataLoader, total: int):
-    """Cycle through the loader (reshuffling each pass) until ``total`` batches have been drawn."""
-    drawn = 0
-    while drawn < total:
-        for batch in loader:
-            yield batch
-            drawn += 1
-            if drawn == total:
-                return
+    # -- checkpointing ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {
+            "step": self.step,
+            "sums": dict(self.sums),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
 
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.sums = state["step"], dict(state["sums"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
-def train_stage(
-    run: RunContext,
-    method: Method,
-    parameters: list[nn.Parameter],
-    make_optimizer: Callable,
-    make_scheduler: Callable | None,
-    settings: TrainSettings,
-    generator: torch.Generator,
-    log_step: Callable[[int, dict], None] | None = None,
-) -> dict:
-    """Train ``run.stage`` and return the mean of each logged loss term over the stage."""
-    stage, model, device = run.stage, run.model, run.device
-    loader = DataLoader(
-        stage.train, batch_size=settings.batch_size, shuffle=True, drop_last=len(stage.train) > settings.batch_size,
-        num_workers=settings.num_workers, generator=generator, pin_memory=device.type == "cuda",
-    )
-    total = stage_steps(stage, len(loader))
-    optimizer = make_optimizer(parameters, **({"lr": stage.lr} if stage.lr else {}))
-    scheduler = make_scheduler(optimizer, total_steps=total) if make_scheduler else None
-    scaler = grad_scaler(settings.precision, device)
-    set_train_mode(model, settings.freeze_bn)
-    sums: dict[str, float] = {}
-    bar = tqdm(total=total, desc=f"stage {stage.name} ({method.name})", disable=not settings.progress, unit="step")
-    for step, (images, labels) in enumerate(_batches(loader, total)):
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(settings.precision, device):
-            loss, terms = method.training_loss(run, images, labels)
+    # -- training ------------------------------------------------------------------------
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches from ``self.step`` on, cycling through epochs until the stage's step count."""
+        step = self.step
+        while step < self.total:
+            epoch, offset = divmod(step, self.steps_per_epoch)
+            self.sampler.set_position(epoch, offset * self.settings.batch_size)
+            for batch in self.loader:
+                yield batch
+                step += 1
+                if step == self.total:
+                    return
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        run, settings = self.run_context, self.settings
+        images = images.to(run.device, non_blocking=True)
+        labels = labels.to(run.device, non_blocking=True)
+        with autocast(settings.precision, run.device):
+            loss, terms = self.method.training_loss(run, images, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"stage {stage.name} step {step}: loss is {loss.item()} ({ {k: float(v) for k, v in terms.items()} }). "
-                "Lower the learning rate or use trainer.precision=fp32/bf16."
+                f"stage {run.stage.name} step {self.step}: loss is {loss.item()} "
+                f"({ {k: float(v) for k, v in terms.items()} }). Lower the learning rate or use trainer.precision=fp32/bf16."
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
         if settings.grad_clip_norm:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(parameters, settings.grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        if scheduler is not None:
-            scheduler.step()
-        clamp_logit_scale(model)
-        terms = {key: float(value) for key, value in terms.items()} | {"loss": float(loss.detach())}
-        for key, value in terms.items():
-            sums[key] = sums.get(key, 0.0) + value
-        if log_step is not None:
-            log_step(step, terms)
-        bar.update()
-        if step % 10 == 0:
-            bar.set_postfix({key: f"{value:.3f}" for key, value in terms.items()})
-    bar.close()
-    return {f"train/{key}": value / max(1, total) for key, value in sums.items()} | {"train/steps": total}
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.parameters, settings.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        clamp_logit_scale(run.model)
+        return {key: float(value) for key, value in terms.items()} | {"loss": float(loss.detach())}
+
+    def run(self, after_step: Callable[["StageTraining"], None] | None = None) -> dict:
+        """Train to the end of the stage; ``after_step`` may checkpoint (and stop the process) at step boundaries."""
+        run = self.run_context
+        set_train_mode(run.model, self.settings.freeze_bn)
+        bar = tqdm(
+            total=self.total, initial=self.step, desc=f"stage {run.stage.name} ({self.method.name})",
+            disable=not self.settings.progress, unit="step",
+        )
+        for images, labels in self.batches():
+            terms = self.train_step(images, labels)
+            self.step += 1
+            for key, value in terms.items():
+                self.sums[key] = self.sums.get(key, 0.0) + value
+            bar.update()
+            if self.step % 10 == 0:
+                bar.set_postfix({key: f"{value:.3f}" for key, value in terms.items()})
+            if after_step is not None:
+                after_step(self)
+        bar.close()
+        return {f"train/{key}": value / max(1, self.total) for key, value in self.sums.items()} | {
+            "train/steps": self.total
+        }
 
 
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int = 0):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +131,33 @@ def test_pretrained_tag_without_cached_weights_says_what_to_fetch(tmp_path):
     assert result.returncode != 0
     assert "Pretrained weights 'openai' for open_clip model 'ViT-B-32' are not cached" in result.stderr
     assert "open_clip_pytorch_model.bin" in result.stderr and "model.pretrained=/path/to/" in result.stderr
+
+
+def test_preemption_signal_mid_stage_checkpoints_and_resume_is_exact(vr_lwf_dir, tmp_path, monkeypatch):
+    """SIGUSR2 in the middle of stage 2 (VR-LwF: random texts use the RNG) -> checkpoint, exit, exact resume."""
+    from clipcl_runner import checkpoint
+    from clipcl_runner.trainer import StageTraining
+
+    original_step = StageTraining.train_step
+
+    def signalled_step(self, images, labels):
+        terms = original_step(self, images, labels)
+        if self.run_context.stage_index == 1 and self.step == 9:  # the 10th step of stage 2
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return terms
+
+    monkeypatch.setattr(StageTraining, "train_step", signalled_step)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        run_preset(run_dir, "method=vr_lwf")
+    assert stopped.value.code == 128 + signal.SIGUSR2
+    mid_stage = checkpoint.load(run_dir, checkpoint.MID_STAGE)
+    assert mid_stage["stage_index"] == 1 and mid_stage["training"]["step"] == 10
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # our handler is gone after the hand-over
+
+    monkeypatch.setattr(StageTraining, "train_step", original_step)
+    resumed = run_preset(run_dir, "method=vr_lwf", "resume=true")
+    uninterrupted = json.loads((vr_lwf_dir / "summary.json").read_text())
+    for key, value in uninterrupted.items():
+        assert (value is None and math.isnan(resumed[key])) or resumed[key] == pytest.approx(value, abs=1e-9), key
+    assert not checkpoint.checkpoint_path(run_dir, checkpoint.MID_STAGE).exists()

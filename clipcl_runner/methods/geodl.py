@@ -1,0 +1,160 @@
+"""GeoDL (Simon et al., CVPR 2021, "On Learning the Geodesic Path for Incremental Learning").
+
+Loss = CE + alpha * (D_img + D_txt). For each trained tower, D is the mean over the batch of
+Δᵀ G Δ with Δ = new − old L2-normalised feature (the old features come from a frozen copy of
+the model taken at each stage start, as in LwF), and G the geodesic flow kernel (Gong et al.,
+CVPR 2012) between the PCA subspaces of the old and the new batch features. G is computed from
+detached features: gradient flows through Δ only, as in the authors' code.
+
+- D_img: on the current batch's image features.
+- D_txt: on the class-prompt text features of the stage's classes (student vs teacher).
+A tower that does not train (``part=image`` / ``part=text``) has Δ without gradient, so its
+term is not computed and is logged as 0.
+
+The paper's (CL-CLIP) alpha is 10 for ``whole``/``image`` and 0.3 for ``text``
+(``method.alpha=0.3``). If the kernel cannot be computed for a step (a batch of one, fewer than
+two classes, NaN features, an SVD that does not converge), that step falls back to plain CE and
+a warning is logged once.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Method, RunContext, frozen_copy
+
+log = logging.getLogger(__name__)
+
+# Below this principal angle the closed-form coefficients use their Taylor series (0/0 at 0).
+_SMALL_ANGLE = 1e-3
+
+
+def pca_subspace(features: Tensor, dim: int) -> Tensor:
+    """Orthonormal basis (D x dim) of the top-``dim`` principal directions of the rows of ``features``."""
+    centred = features - features.mean(dim=0, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    return vh[:dim].t()
+
+
+def geodesic_flow_kernel(old: Tensor, new: Tensor, subspace_dim: int) -> Tensor:
+    """The geodesic flow kernel G (D x D) between the PCA subspaces of ``old`` and ``new`` (N x D each).
+
+    Subspaces: the top d = min(N − 1, subspace_dim) principal directions of each batch (source
+    P_S from ``old``, target P_T from ``new``). With the SVD P_Sᵀ P_T = U Γ Vᵀ, principal angles
+    θ = arccos Γ, A = P_S U and C = P_T V the paired principal vectors, the geodesic from P_S to
+    P_T is Φ(t) = A cos(tθ) + B sin(tθ), B = (C − A cos θ) / sin θ, and
+
+        G = ∫₀¹ Φ(t) Φ(t)ᵀ dt
+          = A diag(½ + sin2θ/4θ) Aᵀ + A diag(sin²θ/2θ) Bᵀ + B diag(sin²θ/2θ) Aᵀ + B diag(½ − sin2θ/4θ) Bᵀ,
+
+    which is Gong et al.'s closed form (with the ½ of their released code, so identical
+    subspaces give the projector P Pᵀ). B is never formed: its coefficients are folded into
+    E = C − A cos θ (= B sin θ), so angles near 0 need no division by sin θ (series there).
+    The complement of P_S is not needed explicitly, so d may exceed D/2.
+
+    Computed in float64 without gradient; returns a symmetric PSD float32 matrix. Raises
+    ``ValueError`` when the kernel is undefined (d < 1, shape mismatch, non-finite values) and
+    ``torch.linalg.LinAlgError`` when an SVD fails.
+    """
+    if old.dim() != 2 or old.shape != new.shape:
+        raise ValueError(f"old and new features must be N x D of equal shape, got {tuple(old.shape)} and {tuple(new.shape)}.")
+    dim = min(old.shape[0] - 1, int(subspace_dim), old.shape[1])
+    if dim < 1:
+        raise ValueError(f"a PCA subspace needs at least 2 samples (got {old.shape[0]}) and subspace_dim >= 1.")
+    with torch.no_grad():
+        old64, new64 = old.detach().double(), new.detach().double()
+        if not (torch.isfinite(old64).all() and torch.isfinite(new64).all()):
+            raise ValueError("features are not finite.")
+        source, target = pca_subspace(old64, dim), pca_subspace(new64, dim)
+        u, cosines, vh = torch.linalg.svd(source.t() @ target)
+        theta = torch.arccos(cosines.clamp(0.0, 1.0))
+        a = source @ u
+        e = target @ vh.t() - a * cosines.clamp(0.0, 1.0)  # = B sin θ, orthogonal to P_S
+        # ∫cos²(tθ) = ½ + sin2θ/4θ;  ∫cos·sin / sinθ = sinθ/2θ;  ∫sin²(tθ) / sin²θ = (½ − sin2θ/4θ) / sin²θ
+        c_aa = 0.5 + 0.5 * torch.sinc(2 * theta / math.pi)
+        c_ae = 0.5 * torch.sinc(theta / math.pi)
+        small = theta < _SMALL_ANGLE
+        safe = torch.where(small, torch.ones_like(theta), theta)
+        c_ee = torch.where(
+            small,
+            1.0 / 3.0 + 2.0 * theta**2 / 45.0,
+            (0.5 - 0.5 * torch.sinc(2 * safe / math.pi)) / torch.sin(safe) ** 2,
+        )
+        cross = (a * c_ae) @ e.t()
+        kernel = (a * c_aa) @ a.t() + cross + cross.t() + (e * c_ee) @ e.t()
+        kernel = 0.5 * (kernel + kernel.t())
+        if not torch.isfinite(kernel).all():
+            raise ValueError("the geodesic flow kernel is not finite.")
+    return kernel.float()
+
+
+def geodesic_distance(old: Tensor, new: Tensor, kernel: Tensor) -> Tensor:
+    """Mean over the batch of Δᵀ G Δ, Δ = new − old (gradient flows through both features, not G)."""
+    delta = (new - old).float()
+    with torch.autocast(device_type=delta.device.type, enabled=False):  # fp32 even inside AMP
+        return ((delta @ kernel.to(delta.device)) * delta).sum(dim=-1).mean()
+
+
+class GeoDL(Method):
+    def __init__(self, name: str = "geodl", alpha: float = 10.0, subspace_dim: int = 128):
+        super().__init__(name)
+        if subspace_dim < 1:
+            raise ValueError(f"method.subspace_dim={subspace_dim} must be >= 1.")
+        self.alpha, self.subspace_dim = alpha, subspace_dim
+        self.teacher = None
+        self._warned = False
+
+    def begin_stage(self, run: RunContext) -> None:
+        super().begin_stage(run)
+        self.teacher = frozen_copy(run.model)
+        self._teacher_text = None
+
+    def end_stage(self, run: RunContext) -> None:
+        self.teacher, self._teacher_text = None, None  # the next stage snapshots the model again
+
+    def distance(self, old: Tensor, new: Tensor) -> Tensor:
+        return geodesic_distance(old, new, geodesic_flow_kernel(old, new, self.subspace_dim))
+
+    def teacher_text_features(self, run: RunContext) -> Tensor:
+        if self._teacher_text is None:  # constant for the stage: encode once
+            with torch.no_grad():
+                self._teacher_text = self.class_features(run, self.teacher, run.stage.classnames, run.stage.train_templates)
+        return self._teacher_text
+
+    def geodesic_terms(self, run: RunContext, images: Tensor, image_features: Tensor, text_features: Tensor | None):
+        """(D_img, D_txt) for the trained towers (0 for a frozen tower); raises when a kernel fails."""
+        zero = image_features.new_zeros(()).float()
+        d_img = d_txt = zero
+        if run.part in ("whole", "image"):
+            with torch.no_grad():
+                old = self.teacher.encode_image(images, normalize=True)
+            d_img = self.distance(old, image_features)
+        if run.part in ("whole", "text") and text_features is not None:
+            d_txt = self.distance(self.teacher_text_features(run), text_features)
+        return d_img, d_txt
+
+    def training_loss(self, run: RunContext, images: Tensor, labels: Tensor):
+        names, templates = run.stage.classnames, run.stage.train_templates
+        image_features = run.model.encode_image(images, normalize=True)
+        text_features = None
+        if run.part in ("whole", "text"):  # student class features, shared by CE and D_txt
+            text_features = self.class_features(run, run.model, names, templates)
+            logits = run.model.logit_scale.exp() * image_features @ text_features.t()
+        else:
+            logits = self.class_logits(run, run.model, image_features, names, templates)
+        ce = F.cross_entropy(logits, labels)
+        try:
+            d_img, d_txt = self.geodesic_terms(run, images, image_features, text_features)
+        except (ValueError, RuntimeError) as error:  # torch.linalg.LinAlgError is a RuntimeError
+            if not self._warned:
+                log.warning("GeoDL: geodesic flow kernel failed (%s); plain CE for such steps.", error)
+                self._warned = True
+            zero = ce.detach().new_zeros(())
+            return ce, {"ce": ce.detach(), "geodl_img": zero, "geodl_txt": zero, "geodl_fallback": zero + 1}
+        loss = ce + self.alpha * (d_img + d_txt)
+        terms = {"ce": ce.detach(), "geodl_img": d_img.detach(), "geodl_txt": d_txt.detach()}
+        return loss, terms | {"geodl_fallback": ce.detach().new_zeros(())}
