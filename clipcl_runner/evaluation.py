@@ -37,12 +37,15 @@ class Evaluator:
         batch_size: int = 256,
         num_workers: int = 0,
         task_head: str = "stage",
+        balanced: bool = False,
     ):
         if task_head not in TASK_HEADS:
             raise ValueError(f"eval.task_head='{task_head}' is not one of {TASK_HEADS}.")
         self.stages, self.probes = list(stages), list(probes)
         self.tokenizer, self.device, self.precision = tokenizer, device, precision
         self.batch_size, self.num_workers, self.task_head = batch_size, num_workers, task_head
+        # The paper's MST matrix is class-balanced (mean per-class recall); plain top-1 otherwise.
+        self.task_accuracy = balanced_accuracy if balanced else accuracy
 
     @torch.no_grad()
     def encode_images(self, model, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +102,7 @@ class Evaluator:
             classnames, offset = self._task_classes(index, completed_stages)
             features, labels = features_of(stage.test)
             weights = self.head(model, classnames, stage.eval_templates)
-            metrics[task_metric(stage.name)] = accuracy(features @ weights, labels + offset)
+            metrics[task_metric(stage.name)] = self.task_accuracy(features @ weights, labels + offset)
         for probe in self.probes:
             features, labels = features_of(probe.dataset)
             if isinstance(probe, ClassificationProbe):
@@ -119,3 +122,12 @@ class Evaluator:
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Top-1 accuracy in percent."""
     return float((logits.argmax(dim=1) == targets).float().mean().item() * 100.0)
+
+
+def balanced_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean over the classes present in ``targets`` of their top-1 recall, in percent."""
+    correct = (logits.argmax(dim=1) == targets).float()
+    classes, index = targets.unique(return_inverse=True)
+    per_class = torch.zeros(len(classes), device=targets.device).index_add_(0, index, correct)
+    counts = torch.bincount(index, minlength=len(classes)).float()
+    return float((per_class / counts).mean().item() * 100.0)

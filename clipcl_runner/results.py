@@ -21,8 +21,14 @@ def probe_values(row: dict) -> dict[str, float]:
     return {key: float(value) for key, value in row.items() if key.startswith(PROBE_PREFIXES)}
 
 
+def stage_end_rows(rows: list[dict]) -> list[dict]:
+    """The evaluations at stage boundaries (rows inside a stage, e.g. per epoch, have a fractional stage)."""
+    return [row for row in rows if float(row["stage"]).is_integer()]
+
+
 def run_summary(rows: list[dict], stage_names: list[str], primary_zero_shot: str | None = None) -> dict:
     """The continual-learning summary of a finished run (see ``metrics.summarize``) plus A-Acc."""
+    rows = stage_end_rows(rows)
     stage_rows = [row for row in rows if row["stage"] > 0]
     zero_shot = next((row for row in rows if row["stage"] == 0), None)
     trained = accuracy_matrix(stage_rows, stage_names).to_numpy()

@@ -24,11 +24,11 @@ from .evaluation import Evaluator
 from .methods.base import Method, RunContext
 from .plots import plot_probes
 from .precision import resolve_device, resolve_precision
-from .results import accuracy_matrix, run_summary
+from .results import accuracy_matrix, run_summary, stage_end_rows
 from .packing import packed_device, release_slots
 from .preemption import StopRequest
 from .tracking import RunTracker
-from .trainer import StageTraining, TrainSettings
+from .trainer import StageTraining, TrainSettings, set_train_mode
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,17 @@ def seed_everything(seed: int) -> None:
 def stage_seed(seed: int, stage_index: int) -> int:
     """Each stage reseeds from (seed, stage): a resumed run draws exactly what an uninterrupted one would."""
     return seed * 1000 + stage_index + 1
+
+
+def build_probes(builders, clip) -> list:
+    """``eval.probes`` maps names to builders; each returns one probe or a list of them."""
+    probes = []
+    for builder in (builders or {}).values():
+        if builder is None:
+            continue
+        built = instantiate(builder, clip=clip)
+        probes.extend(built if isinstance(built, (list, tuple)) else [built])
+    return probes
 
 
 def record_job(run_dir: Path, **fields) -> None:
@@ -89,11 +100,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     clip = instantiate(cfg.model, device=device)
     stages = instantiate(cfg.tasks, clip=clip)
-    probes = instantiate(cfg.eval.probes, clip=clip) if cfg.eval.get("probes") else []
+    probes = build_probes(cfg.eval.get("probes"), clip)
     method: Method = instantiate(cfg.method, _convert_="all")
     evaluator = Evaluator(
         stages, probes, clip.tokenizer, device, precision,
         batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers, task_head=cfg.eval.task_head,
+        balanced=cfg.eval.balanced,
     )
     context = RunContext(
         model=clip.model, tokenizer=clip.tokenizer, device=device, stages=stages,
@@ -112,6 +124,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     every = cfg.trainer.checkpoint_every_steps
 
     def after_step(training: StageTraining) -> None:
+        epoch, within = divmod(training.step, training.steps_per_epoch)
+        if cfg.eval.every_epoch and within == 0 and training.step < training.total:
+            row = {
+                "stage": context.stage_index + training.step / training.total,  # fractional: inside the stage
+                "stage_name": f"{context.stage.name} epoch {epoch}",
+                "epoch": epoch,
+                **evaluator(method.model_for_evaluation(context), context.stage_index),
+            }
+            tracker.log_eval(row)
+            rows.append(row)
+            set_train_mode(context.model, settings.freeze_bn)
         if stop.requested or (every and training.step % every == 0 and training.step < training.total):
             checkpoint.save(run_dir, _mid_stage_state(context, method, training, rows), checkpoint.MID_STAGE)
             if stop.requested:
@@ -154,7 +177,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     return {"stopped_after_stage": index + 1}
 
             summary = run_summary(rows, stage_names, cfg.eval.get("primary_zero_shot"))
-            tracker.log_matrix(accuracy_matrix(rows, stage_names))
+            tracker.log_matrix(accuracy_matrix(stage_end_rows(rows), stage_names))
             probes_png = plot_probes(rows, run_dir / "probes.png", title=f"{method.name} (seed {cfg.seed})")
             tracker.log_figure(probes_png, "probes")
             tracker.log_summary(summary)

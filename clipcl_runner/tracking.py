@@ -316,15 +316,16 @@ class RunTracker:
         _atomic_write_text(self.metrics_path, text)
 
     def log_eval(self, row: Mapping[str, Any]) -> None:
-        """One evaluation: ``row`` has int "stage" (0 = before the first stage), str
+        """One evaluation: ``row`` has a numeric "stage" (0 = before the first stage; fractional
+        inside a stage, e.g. per-epoch evaluations), str
         "stage_name", optional "epoch", and float metrics ("task/T1/acc", "zs/x/acc",
         "ret/x/i2t_r1", ...). Appended durably to metrics.jsonl, then logged to W&B."""
         if "stage" not in row or "stage_name" not in row:
             raise KeyError(f"an eval row needs 'stage' and 'stage_name', got keys {sorted(row)}")
         wb_row = to_jsonable(dict(row), nan_to_none=False)  # W&B keeps NaN as NaN
         row = to_jsonable(dict(row))
-        if not isinstance(row["stage"], int) or isinstance(row["stage"], bool):
-            raise TypeError(f"row['stage'] must be an int, got {row['stage']!r}")
+        if not isinstance(row["stage"], (int, float)) or isinstance(row["stage"], bool):
+            raise TypeError(f"row['stage'] must be a number, got {row['stage']!r}")
         line = json.dumps(row, allow_nan=False) + "\n"
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(line)

@@ -161,3 +161,14 @@ def test_preemption_signal_mid_stage_checkpoints_and_resume_is_exact(vr_lwf_dir,
     for key, value in uninterrupted.items():
         assert (value is None and math.isnan(resumed[key])) or resumed[key] == pytest.approx(value, abs=1e-9), key
     assert not checkpoint.checkpoint_path(run_dir, checkpoint.MID_STAGE).exists()
+
+
+def test_every_epoch_evaluation_rows_stay_out_of_the_matrix(pretrained_test_clip, tmp_path):
+    """The paper's OST evaluates after every epoch: rows with a fractional stage, the matrix from stage ends."""
+    run_dir = tmp_path / "run"
+    summary = run_preset(run_dir, "method=imm", "tasks.num_stages=1", "tasks.epochs=2", "eval.every_epoch=true")
+    rows = read_rows(run_dir)
+    assert [row["stage"] for row in rows] == [0, 0.5, 1] and rows[1]["epoch"] == 1
+    matrix = pd.read_csv(run_dir / "accuracy_matrix.csv", index_col=0)
+    assert list(matrix.index) == ["zero-shot", "T1"]
+    assert summary["ut_acc"] == pytest.approx(rows[2]["task/T1/acc"])

@@ -69,3 +69,12 @@ def test_probes_share_image_features_and_name_their_metrics(model_and_tokenizer,
 def test_unknown_task_head_is_rejected():
     with pytest.raises(ValueError, match="eval.task_head='nope'"):
         Evaluator([], [], None, torch.device("cpu"), task_head="nope")
+
+
+def test_balanced_accuracy_weights_every_class_equally():
+    from clipcl_runner.evaluation import balanced_accuracy
+
+    targets = torch.tensor([0, 0, 0, 1])  # class 0: 2 of 3 right, class 1: 1 of 1 right
+    logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert accuracy(logits, targets) == pytest.approx(75.0)
+    assert balanced_accuracy(logits, targets) == pytest.approx((2 / 3 + 1) / 2 * 100)

@@ -77,6 +77,10 @@ class Method:
     def end_stage(self, run: RunContext) -> None:
         pass
 
+    def model_for_evaluation(self, run: RunContext) -> nn.Module:
+        """The model an evaluation inside a stage (e.g. OST's every epoch) should measure."""
+        return run.model
+
     def state_dict(self) -> dict:
         return {}
 

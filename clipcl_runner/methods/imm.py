@@ -17,10 +17,12 @@ that). The paper's (CL-CLIP) alpha is 0.6 for ``whole``/``image`` and 0.7 for ``
   after T stages; the merged model is what the next stage starts from (and what is evaluated).
 - OST (one stage, evaluated every epoch): the paper evaluates the merged model while training
   continues unmerged. ``merged_state(run)`` returns that merged state dict without touching
-  ``run.model``, for an evaluator to load into a copy. The runner does not call it yet: it
-  evaluates once per stage, after ``end_stage``, i.e. the merged model of the stage's last step.
+  ``run.model``; ``model_for_evaluation`` loads it into a copy, which is what the runner
+  evaluates after every epoch when ``eval.every_epoch=true``.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 
@@ -54,6 +56,13 @@ class MeanIMM(Finetune):
             for name in self.old_parameters:
                 state[name] = self.merged(name, state[name])
         return state
+
+    def model_for_evaluation(self, run: RunContext):
+        if self.old_parameters is None:  # between stages the model is already the merged one
+            return run.model
+        merged = copy.deepcopy(run.model)
+        merged.load_state_dict(self.merged_state(run))
+        return merged
 
     def end_stage(self, run: RunContext) -> None:
         with torch.no_grad():
