@@ -178,6 +178,12 @@ class StageTraining:
         }
 
 
+def step_decay(optimizer, total_steps: int, at_fraction: float, gamma: float = 0.1):
+    """Multiply the LR by ``gamma`` once ``at_fraction`` of the stage's steps are done (the paper's OST: after epoch 10 of 15)."""
+    milestone = max(1, round(at_fraction * total_steps))
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[milestone], gamma=gamma)
+
+
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int = 0):
     """A per-iteration LR schedule: linear warm-up then cosine to zero (ZSCL's MTIL schedule)."""
     def factor(step: int) -> float:

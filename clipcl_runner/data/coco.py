@@ -166,7 +166,9 @@ def load_crop_index(
         if not source.is_file():
             raise DatasetMissing("coco", source, root)
     params = {"split": split, "min_size": min_size, "include_crowd": include_crowd}
-    value = _cached(cache_dir, f"coco_crops_{split}", sources, params, lambda: _build_index(root, split, min_size, include_crowd))
+    value = _cached(
+        cache_dir, f"coco_crops_{split}", sources, params, lambda: _build_index(root, split, min_size, include_crowd)
+    )
     records = [CropRecord(r[0], (r[1], r[2], r[3], r[4]), r[5], r[6], r[7]) for r in value["records"]]
     return CropIndex([name for _, name in value["categories"]], [cid for cid, _ in value["categories"]], records)
 
@@ -223,7 +225,9 @@ def _cap_per_class(records: list[CropRecord], cap: int | None, seed: int) -> lis
     for position, record in enumerate(records):
         by_label.setdefault(record.label, []).append(position)
     rng = random.Random(seed)
-    kept = sorted(p for positions in by_label.values() for p in (positions if len(positions) <= cap else rng.sample(positions, cap)))
+    kept = sorted(
+        p for positions in by_label.values() for p in (positions if len(positions) <= cap else rng.sample(positions, cap))
+    )
     return [records[p] for p in kept]
 
 
@@ -263,7 +267,9 @@ def coco_sessions(
         raise ValueError(f"sessions={sessions} must be >= 1.")
     if classes_per_session is None:
         if total % sessions:
-            raise ValueError(f"{total} COCO categories cannot be split into {sessions} equal sessions; set classes_per_session.")
+            raise ValueError(
+                f"{total} COCO categories cannot be split into {sessions} equal sessions; set classes_per_session."
+            )
         classes_per_session = total // sessions
     if sessions * classes_per_session > total:
         raise ValueError(f"{sessions} sessions x {classes_per_session} classes > {total} COCO categories.")
@@ -416,11 +422,13 @@ def paper_probes(
     if imagenet_root is not None:
         probes.append(
             imagenet_folder_probe(
-                clip, "tiered_imagenet", imagenet_root, class_list, list(zero_shot_templates), imagenet_split_dir, max_per_class
+                clip, "tiered_imagenet", imagenet_root, class_list, list(zero_shot_templates),
+                imagenet_split_dir, max_per_class,
             )
         )
     if coco_root is not None:
-        probes.append(coco_retrieval_probe(clip, coco_root, "coco1k" if coco_folds == 5 else "coco5k", coco_folds, cache_dir=cache_dir))
+        coco_name = "coco1k" if coco_folds > 1 else "coco5k"
+        probes.append(coco_retrieval_probe(clip, coco_root, coco_name, coco_folds, cache_dir=cache_dir))
     if flickr_root is not None:
         probes.append(flickr30k_retrieval_probe(clip, flickr_root, cache_dir=cache_dir))
     return probes
