@@ -141,3 +141,47 @@ def test_slurm_sweep_with_cancelled_job_fails(slurm_cluster, pretrained_test_cli
     output = log_path.read_text()
     assert returncode != 0, f"the sweep exited 0 although job {target} was cancelled:\n{output[-4000:]}"
     assert "CANCELLED" in output or "UncompletedJobError" in output, output[-4000:]
+
+
+def test_slurm_preempted_job_is_requeued_and_resumes_exactly(slurm_cluster, pretrained_test_clip, tmp_path):
+    """`scancel --signal=USR2` mid-run: the job checkpoints, submitit requeues it, the requeued job
+    resumes from its run folder and ends with exactly the metrics of an uninterrupted run."""
+    import json
+
+    from clipcl_runner.runner import run
+    from conftest import TEST_PRESET, compose_config
+
+    overrides = ("method=vr_lwf", "tasks.num_stages=2", "tasks.epochs=6", "trainer.threads=1")
+    sweep_dir = tmp_path / "sweep"
+    job_name = f"clipcl-test-{uuid.uuid4().hex[:8]}"
+    log_path = tmp_path / "hydra.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(_sweep_command(sweep_dir, job_name, *overrides), cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # wait until stage 1 is evaluated: the job is then training stage 2
+            assert proc.poll() is None, f"the sweep ended before the signal:\n{log_path.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, f"stage 1 not done after 300 s: {_array_tasks(job_name)}"
+            metrics = list(sweep_dir.glob("0_*/metrics.jsonl"))
+            if metrics and len(metrics[0].read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.5)
+        task = next(iter(_array_tasks(job_name)))
+        subprocess.run(["scancel", "--signal=USR2", task], check=True, capture_output=True, timeout=30)
+        returncode = proc.wait(timeout=SWEEP_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        _cancel_all(job_name)
+    assert returncode == 0, f"{log_path.read_text()[-4000:]}\n{_job_logs(sweep_dir)}"
+    job_dir = next(sweep_dir.glob("0_*"))
+    attempts = json.loads((job_dir / "job.json").read_text())
+    assert len(attempts) == 2, f"the job was not requeued: {attempts}\n{_job_logs(sweep_dir)}"
+    preempted = json.loads((job_dir / "summary.json").read_text())
+
+    torch_reference = tmp_path / "reference"
+    reference = run(compose_config(*TEST_PRESET, "logger=none", *overrides, output_dir=tmp_path), torch_reference)
+    for key, value in reference.items():
+        assert preempted[key] == pytest.approx(value, abs=1e-9) or (preempted[key] is None and value != value), key
