@@ -17,6 +17,8 @@ import pytest
 from clipcl_runner.tracking import read_offline_run
 
 REPO = Path(__file__).resolve().parent.parent
+# Minutes of real SLURM jobs: outside the default suite; `make test-slow` (and CI) runs them.
+pytestmark = pytest.mark.slow
 SWEEP_TIMEOUT_S = 900   # three 2-stage jobs of the test preset share 2 cores: ~3-5 min
 CANCEL_EXIT_TIMEOUT_S = 240  # submitit polls sacct every few seconds to a minute
 USABLE_NODE_STATES = ("idle", "mix", "alloc", "completing")
