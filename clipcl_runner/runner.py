@@ -1,8 +1,8 @@
 """The stage loop: one process runs the whole task sequence.
 
 evaluate (the zero-shot row) -> for each stage: method prepares -> train -> method finishes
--> evaluate everything -> log -> checkpoint. ``resume=true`` continues after the last
-completed stage of the same run folder and ends with the same metrics as an uninterrupted run.
+-> evaluate everything -> log -> checkpoint. ``resume=true`` (or a SLURM requeue) continues
+from the run folder's checkpoints and ends with the same metrics as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from . import checkpoint
 from .evaluation import Evaluator
 from .methods.base import Method, RunContext
+from .packing import packed_device, release_slots
 from .plots import plot_probes
 from .precision import resolve_device, resolve_precision
-from .results import accuracy_matrix, run_summary, stage_end_rows
-from .packing import packed_device, release_slots
 from .preemption import StopRequest
+from .results import accuracy_matrix, run_summary, stage_end_rows
 from .tracking import RunTracker
 from .trainer import StageTraining, TrainSettings, set_train_mode
 
@@ -48,10 +48,9 @@ def build_probes(builders, clip) -> list:
     """``eval.probes`` maps names to builders; each returns one probe or a list of them."""
     probes = []
     for builder in (builders or {}).values():
-        if builder is None:
-            continue
-        built = instantiate(builder, clip=clip)
-        probes.extend(built if isinstance(built, (list, tuple)) else [built])
+        if builder is not None:
+            built = instantiate(builder, clip=clip)
+            probes.extend(built if isinstance(built, (list, tuple)) else [built])
     return probes
 
 
@@ -71,17 +70,9 @@ def record_job(run_dir: Path, **fields) -> None:
 def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool) -> RunTracker:
     logger = cfg.logger
     return RunTracker(
-        run_dir,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        mode=logger.mode,
-        project=logger.project,
-        entity=logger.entity,
-        group=logger.group,
-        job_type=logger.job_type,
-        name=logger.name,
-        tags=list(logger.tags),
-        wandb_dir=logger.dir,
-        resume=resume,
+        run_dir, config=OmegaConf.to_container(cfg, resolve=True), mode=logger.mode, project=logger.project,
+        entity=logger.entity, group=logger.group, job_type=logger.job_type, name=logger.name,
+        tags=list(logger.tags), wandb_dir=logger.dir, resume=resume,
     )
 
 
@@ -89,160 +80,171 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the configured task sequence; returns the run summary (also written to ``run_dir``)."""
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    if cfg.trainer.device == "pack":
-        device = packed_device(Path(cfg.paths.cache_dir) / "device_slots")
-    else:
-        device = resolve_device(cfg.trainer.device)
-    precision = resolve_precision(cfg.trainer.precision, device)
-    seed_everything(cfg.seed)
-    log.info("run folder %s | device %s | precision %s", run_dir, device, precision)
+    device = (
+        packed_device(Path(cfg.paths.cache_dir) / "device_slots")
+        if cfg.trainer.device == "pack" else resolve_device(cfg.trainer.device)
+    )
     record_job(run_dir, device=str(device), threads=torch.get_num_threads())
-
-    clip = instantiate(cfg.model, device=device)
-    stages = instantiate(cfg.tasks, clip=clip)
-    probes = build_probes(cfg.eval.get("probes"), clip)
-    method: Method = instantiate(cfg.method, _convert_="all")
-    evaluator = Evaluator(
-        stages, probes, clip.tokenizer, device, precision,
-        batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers, task_head=cfg.eval.task_head,
-        balanced=cfg.eval.balanced,
-    )
-    context = RunContext(
-        model=clip.model, tokenizer=clip.tokenizer, device=device, stages=stages,
-        part=cfg.part, train_logit_scale=cfg.trainer.train_logit_scale,
-    )
-    parameters = method.setup(context)
-    settings = TrainSettings(
-        batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers, precision=precision,
-        grad_clip_norm=cfg.trainer.grad_clip_norm, freeze_bn=cfg.trainer.freeze_bn, progress=cfg.trainer.progress,
-    )
-    make_optimizer = instantiate(cfg.trainer.optimizer)
-    make_scheduler = instantiate(cfg.trainer.scheduler) if cfg.trainer.get("scheduler") else None
-    stage_names = [stage.name for stage in stages]
-    resume = bool(cfg.resume) or checkpoint.requeued()
-    stop = StopRequest()
-    every = cfg.trainer.checkpoint_every_steps
-
-    def after_step(training: StageTraining) -> None:
-        epoch, within = divmod(training.step, training.steps_per_epoch)
-        if cfg.eval.every_epoch and within == 0 and training.step < training.total:
-            row = {
-                "stage": context.stage_index + training.step / training.total,  # fractional: inside the stage
-                "stage_name": f"{context.stage.name} epoch {epoch}",
-                "epoch": epoch,
-                **evaluator(method.model_for_evaluation(context), context.stage_index),
-            }
-            tracker.log_eval(row)
-            rows.append(row)
-            set_train_mode(context.model, settings.freeze_bn)
-        if stop.requested or (every and training.step % every == 0 and training.step < training.total):
-            checkpoint.save(run_dir, _mid_stage_state(context, method, training, rows), checkpoint.MID_STAGE)
-            if stop.requested:
-                log.warning("checkpointed %s at step %d/%d", context.stage.name, training.step, training.total)
-                stop.hand_over()
-
     try:
-        with build_tracker(cfg, run_dir, resume) as tracker:
-            rows, start, mid_stage = _restore_or_start(
-                run_dir, resume, cfg.eval.before_first_stage, context, method, evaluator, tracker
-            )
-            for index in range(start, len(stages)):
-                context.stage_index = index
-                stage = stages[index]
-                seed_everything(stage_seed(cfg.seed, index))
-                method.begin_stage(context)
-                train_stats = {}
-                if method.trains:
-                    training = StageTraining(
-                        context, method, parameters, make_optimizer, make_scheduler, settings,
-                        seed=stage_seed(cfg.seed, index),
-                    )
-                    if mid_stage is not None:
-                        _apply_mid_stage(mid_stage, context, method, training)
-                        mid_stage = None
-                    train_stats = training.run(after_step)
-                method.end_stage(context)
-                row = {"stage": index + 1, "stage_name": stage.name, **evaluator(context.model, index + 1), **train_stats}
-                tracker.log_eval(row)
-                rows.append(row)
-                log.info("after %s: %s", stage.name, _brief(row))
-                if cfg.trainer.checkpoint:
-                    checkpoint.save(run_dir, _stage_end_state(context, method, rows))
-                    checkpoint.discard(run_dir, checkpoint.MID_STAGE)
-                if stop.requested:
-                    stop.hand_over()
-                stop_after = cfg.trainer.stop_after_stage
-                if stop_after and index + 1 >= stop_after and index + 1 < len(stages):
-                    log.warning("trainer.stop_after_stage=%d: stopping; continue with resume=true.", stop_after)
-                    return {"stopped_after_stage": index + 1}
-
-            summary = run_summary(rows, stage_names, cfg.eval.get("primary_zero_shot"))
-            tracker.log_matrix(accuracy_matrix(stage_end_rows(rows), stage_names))
-            probes_png = plot_probes(rows, run_dir / "probes.png", title=f"{method.name} (seed {cfg.seed})")
-            tracker.log_figure(probes_png, "probes")
-            tracker.log_summary(summary)
+        return StageLoop(cfg, run_dir, device).run()
     finally:
-        stop.restore()
         release_slots()
         record_job(run_dir, ended=time.time())
-    log.info("summary: %s", _brief(summary))
-    return summary
 
 
-def _stage_end_state(context: RunContext, method: Method, rows: list[dict]) -> dict:
-    # The optimiser is rebuilt at every stage start, so a stage-end checkpoint needs no optimiser state.
-    return {
-        "completed_stages": context.stage_index + 1,
-        "model": context.model.state_dict(),
-        "method": method.state_dict(),
-        "rows": list(rows),
-    }
+class StageLoop:
+    """One run: the model, task sequence, probes and method built from the config, and the loop over stages."""
 
+    def __init__(self, cfg: DictConfig, run_dir: Path, device: torch.device):
+        self.cfg, self.run_dir = cfg, run_dir
+        precision = resolve_precision(cfg.trainer.precision, device)
+        seed_everything(cfg.seed)
+        log.info("run folder %s | device %s | precision %s", run_dir, device, precision)
+        clip = instantiate(cfg.model, device=device)
+        self.stages = instantiate(cfg.tasks, clip=clip)
+        self.method: Method = instantiate(cfg.method, _convert_="all")
+        self.evaluator = Evaluator(
+            self.stages, build_probes(cfg.eval.get("probes"), clip), clip.tokenizer, device, precision,
+            batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers, task_head=cfg.eval.task_head,
+            balanced=cfg.eval.balanced,
+        )
+        self.context = RunContext(
+            model=clip.model, tokenizer=clip.tokenizer, device=device, stages=self.stages,
+            part=cfg.part, train_logit_scale=cfg.trainer.train_logit_scale,
+        )
+        self.parameters = self.method.setup(self.context)  # after this, the model may be wrapped (RKR)
+        self.settings = TrainSettings(
+            batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers, precision=precision,
+            grad_clip_norm=cfg.trainer.grad_clip_norm, freeze_bn=cfg.trainer.freeze_bn,
+            progress=cfg.trainer.progress,
+        )
+        self.make_optimizer = instantiate(cfg.trainer.optimizer)
+        self.make_scheduler = instantiate(cfg.trainer.scheduler) if cfg.trainer.get("scheduler") else None
+        self.resume = bool(cfg.resume) or checkpoint.requeued()
+        self.stop = StopRequest()
+        self.rows: list[dict] = []
+        self.tracker: RunTracker | None = None
 
-def _mid_stage_state(context: RunContext, method: Method, training: StageTraining, rows: list[dict]) -> dict:
-    return {
-        "stage_index": context.stage_index,
-        "model": context.model.state_dict(),
-        "method": method.state_dict(),
-        "training": training.state_dict(),
-        "rows": list(rows),
-    }
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg, context = self.cfg, self.context
+        try:
+            with build_tracker(cfg, self.run_dir, self.resume) as self.tracker:
+                start, mid_stage = self.restore_or_start()
+                for index in range(start, len(self.stages)):
+                    context.stage_index = index
+                    seed_everything(stage_seed(cfg.seed, index))
+                    self.method.begin_stage(context)
+                    train_stats = self.train(mid_stage if mid_stage and mid_stage["stage_index"] == index else None)
+                    self.method.end_stage(context)
+                    self.log_row(index + 1, context.stage.name, self.evaluator(context.model, index + 1), train_stats)
+                    if cfg.trainer.checkpoint:
+                        checkpoint.save(self.run_dir, self.stage_end_state())
+                        checkpoint.discard(self.run_dir, checkpoint.MID_STAGE)
+                    if self.stop.requested:
+                        self.stop.hand_over()
+                    stop_after = cfg.trainer.stop_after_stage
+                    if stop_after and stop_after <= index + 1 < len(self.stages):
+                        log.warning("trainer.stop_after_stage=%d: stopping; continue with resume=true.", stop_after)
+                        return {"stopped_after_stage": index + 1}
+                return self.finish()
+        finally:
+            self.stop.restore()
 
+    def train(self, mid_stage: dict | None) -> dict:
+        if not self.method.trains:
+            return {}
+        training = StageTraining(
+            self.context, self.method, self.parameters, self.make_optimizer, self.make_scheduler, self.settings,
+            seed=stage_seed(self.cfg.seed, self.context.stage_index),
+        )
+        if mid_stage is not None:
+            self.context.model.load_state_dict(mid_stage["model"])
+            self.method.load_state_dict(mid_stage["method"])
+            training.load_state_dict(mid_stage["training"])
+            log.info("resumed %s at step %d/%d", self.context.stage.name, training.step, training.total)
+        return training.run(self.after_step)
 
-def _apply_mid_stage(state: dict, context: RunContext, method: Method, training: StageTraining) -> None:
-    context.model.load_state_dict(state["model"])
-    method.load_state_dict(state["method"])
-    training.load_state_dict(state["training"])
-    log.info("resumed %s at step %d/%d", context.stage.name, training.step, training.total)
+    def after_step(self, training: StageTraining) -> None:
+        """Per-epoch evaluation (OST) and mid-stage checkpoints, at a step boundary."""
+        epoch, within = divmod(training.step, training.steps_per_epoch)
+        inside = training.step < training.total  # the stage's last step is evaluated as the stage end
+        if self.cfg.eval.every_epoch and within == 0 and inside:
+            context = self.context
+            metrics = self.evaluator(self.method.model_for_evaluation(context), context.stage_index)
+            stage = context.stage_index + training.step / training.total  # fractional: inside the stage
+            self.log_row(stage, f"{context.stage.name} epoch {epoch}", metrics, {"epoch": epoch})
+            set_train_mode(context.model, self.settings.freeze_bn)
+        every = self.cfg.trainer.checkpoint_every_steps
+        if self.stop.requested or (every and inside and training.step % every == 0):
+            checkpoint.save(self.run_dir, self.mid_stage_state(training), checkpoint.MID_STAGE)
+            if self.stop.requested:
+                log.warning("checkpointed %s at step %d/%d", self.context.stage.name, training.step, training.total)
+                self.stop.hand_over()
 
+    def log_row(self, stage: float, name: str, metrics: dict, extra: dict | None = None) -> None:
+        row = {"stage": stage, "stage_name": name, **metrics, **(extra or {})}
+        self.tracker.log_eval(row)
+        self.rows.append(row)
+        log.info("%s: %s", name, _brief(row))
 
-def _restore_or_start(run_dir, resume, before_first_stage, context, method, evaluator, tracker) -> tuple[list[dict], int, dict | None]:
-    """Rows so far, the first stage to run, and the mid-stage state to apply to it (if any)."""
-    stage_end = checkpoint.load(run_dir) if resume else None
-    mid_stage = checkpoint.load(run_dir, checkpoint.MID_STAGE) if resume else None
-    start, rows = 0, None
-    if stage_end is not None:
-        context.model.load_state_dict(stage_end["model"])
-        method.load_state_dict(stage_end["method"])
-        start, rows = stage_end["completed_stages"], list(stage_end["rows"])
-        log.info("resumed after stage %d from %s", start, checkpoint.checkpoint_path(run_dir))
-    if mid_stage is not None and mid_stage["stage_index"] != start:
-        log.warning("ignoring a stale mid-stage checkpoint of stage %d", mid_stage["stage_index"] + 1)
-        mid_stage = None
-    if mid_stage is not None and rows is None:
-        rows = list(mid_stage["rows"])
-    if rows is not None:
-        tracker.restore(rows)
-        return rows, start, mid_stage
-    if resume:
-        log.warning("resume requested but %s has no checkpoint: starting from the beginning.", run_dir)
-    rows = []
-    if before_first_stage:
-        row = {"stage": 0, "stage_name": "zero-shot", **evaluator(context.model, 0)}
-        tracker.log_eval(row)
-        rows.append(row)
-        log.info("zero-shot: %s", _brief(row))
-    return rows, 0, None
+    def finish(self) -> dict:
+        names = [stage.name for stage in self.stages]
+        summary = run_summary(self.rows, names, self.cfg.eval.get("primary_zero_shot"))
+        self.tracker.log_matrix(accuracy_matrix(stage_end_rows(self.rows), names))
+        title = f"{self.method.name} (seed {self.cfg.seed})"
+        self.tracker.log_figure(plot_probes(self.rows, self.run_dir / "probes.png", title=title), "probes")
+        self.tracker.log_summary(summary)
+        log.info("summary: %s", _brief(summary))
+        return summary
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def stage_end_state(self) -> dict:
+        # The optimiser is rebuilt at every stage start, so a stage-end checkpoint needs no optimiser state.
+        return {
+            "completed_stages": self.context.stage_index + 1,
+            "model": self.context.model.state_dict(),
+            "method": self.method.state_dict(),
+            "rows": list(self.rows),
+        }
+
+    def mid_stage_state(self, training: StageTraining) -> dict:
+        return {
+            "stage_index": self.context.stage_index,
+            "model": self.context.model.state_dict(),
+            "method": self.method.state_dict(),
+            "training": training.state_dict(),
+            "rows": list(self.rows),
+        }
+
+    def restore_or_start(self) -> tuple[int, dict | None]:
+        """Restore rows and model from the checkpoints (when resuming); return the first stage and its mid-stage state.
+
+        The stage-end checkpoint gives the model at the start of the interrupted stage, so
+        ``begin_stage`` prepares it exactly as the first time (a teacher is that model again);
+        the mid-stage checkpoint is applied on top once the stage is prepared.
+        """
+        stage_end = checkpoint.load(self.run_dir) if self.resume else None
+        mid_stage = checkpoint.load(self.run_dir, checkpoint.MID_STAGE) if self.resume else None
+        start = 0
+        if stage_end is not None:
+            self.context.model.load_state_dict(stage_end["model"])
+            self.method.load_state_dict(stage_end["method"])
+            start, self.rows = stage_end["completed_stages"], list(stage_end["rows"])
+            log.info("resumed after stage %d from %s", start, checkpoint.checkpoint_path(self.run_dir))
+        if mid_stage is not None and mid_stage["stage_index"] != start:
+            log.warning("ignoring a stale mid-stage checkpoint of stage %d", mid_stage["stage_index"] + 1)
+            mid_stage = None
+        if mid_stage is not None and stage_end is None:
+            self.rows = list(mid_stage["rows"])
+        if stage_end is not None or mid_stage is not None:
+            self.tracker.restore(self.rows)
+            return start, mid_stage
+        if self.resume:
+            log.warning("resume requested but %s has no checkpoint: starting from the beginning.", self.run_dir)
+        if self.cfg.eval.before_first_stage:
+            self.log_row(0, "zero-shot", self.evaluator(self.context.model, 0))
+        return 0, None
 
 
 def _brief(metrics: dict) -> str:

@@ -153,3 +153,24 @@ def test_zeroshot_trains_nothing():
 
 def test_the_base_method_is_plain_fine_tuning():
     assert issubclass(Finetune, Method) and Finetune.training_loss is Method.training_loss
+
+
+def test_cross_entropy_sees_only_the_current_sessions_classes():
+    """MST: the other sessions' class prompts get exactly zero gradient (they are not in the softmax)."""
+    register_model_configs()
+    run = tiny_run("text")
+    images = torch.randn(4, 3, 32, 32)
+    data = TensorImages(images, torch.tensor([0, 1, 0, 1]))
+    run.stages = [Stage("S1", ["zebra", "giraffe"], data, data), Stage("S2", ["airplane", "bicycle"], data, data)]
+    run.stage_index = 1
+    method = Finetune("finetune")
+    method.setup(run)
+    method.begin_stage(run)
+    loss, _ = method.training_loss(run, images, torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    grad = run.model.token_embedding.weight.grad
+    old_tokens = set(run.tokenizer(["zebra", "giraffe"])[:, 1:3].flatten().tolist()) - {0, 49407}
+    new_tokens = set(run.tokenizer(["airplane", "bicycle"])[:, 1:3].flatten().tolist()) - {0, 49407}
+    assert old_tokens and not old_tokens & new_tokens
+    assert all(grad[token].abs().sum() == 0 for token in old_tokens)
+    assert all(grad[token].abs().sum() > 0 for token in new_tokens)
