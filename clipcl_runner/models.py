@@ -6,6 +6,7 @@ Everything goes through open_clip's public API (``create_model``, ``get_tokenize
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,4 +157,4 @@ def select_trainable(model: nn.Module, part: str, train_logit_scale: bool) -> li
 def clamp_logit_scale(model: nn.Module, max_scale: float = 100.0) -> None:
     """Keep exp(logit_scale) <= max_scale, as CLIP's training does."""
     with torch.no_grad():
-        model.logit_scale.clamp_(0, torch.log(torch.tensor(max_scale)).item())
+        model.logit_scale.clamp_(0, math.log(max_scale))

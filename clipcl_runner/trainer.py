@@ -23,6 +23,7 @@ from .models import clamp_logit_scale
 from .precision import autocast, grad_scaler
 
 log = logging.getLogger(__name__)
+LOG_EVERY = 10  # steps between host syncs (progress bar, divergence check)
 
 
 @dataclass
@@ -97,7 +98,7 @@ class StageTraining:
     def state_dict(self) -> dict:
         state = {
             "step": self.step,
-            "sums": dict(self.sums),
+            "sums": {key: float(value) for key, value in self.sums.items()},
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
@@ -131,17 +132,13 @@ class StageTraining:
                 if step == self.total:
                     return
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimiser step; returns the detached loss terms (device tensors: no host sync here)."""
         run, settings = self.run_context, self.settings
         images = images.to(run.device, non_blocking=True)
         labels = labels.to(run.device, non_blocking=True)
         with autocast(settings.precision, run.device):
             loss, terms = self.method.training_loss(run, images, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"stage {run.stage.name} step {self.step}: loss is {loss.item()} "
-                f"({ {k: float(v) for k, v in terms.items()} }). Lower the learning rate or use trainer.precision=fp32/bf16."
-            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if settings.grad_clip_norm:
@@ -152,7 +149,19 @@ class StageTraining:
         if self.scheduler is not None:
             self.scheduler.step()
         clamp_logit_scale(run.model)
-        return {key: float(value) for key, value in terms.items()} | {"loss": float(loss.detach())}
+        return {key: value.detach().float() for key, value in terms.items()} | {"loss": loss.detach().float()}
+
+    def check_finite(self, window_loss: float) -> None:
+        """Fail fast on a diverged loss (checked every ``LOG_EVERY`` steps, where the host syncs anyway)."""
+        if math.isfinite(window_loss):
+            return
+        if self.settings.precision == "fp16":  # the grad scaler skips overflowing steps by itself
+            log.warning("stage %s step %d: non-finite loss under fp16", self.run_context.stage.name, self.step)
+            return
+        raise FloatingPointError(
+            f"stage {self.run_context.stage.name}, steps up to {self.step}: the loss is {window_loss}. "
+            "Lower the learning rate (trainer.optimizer.lr) or use trainer.precision=fp32."
+        )
 
     def run(self, after_step: Callable[["StageTraining"], None] | None = None) -> dict:
         """Train to the end of the stage; ``after_step`` may checkpoint (and stop the process) at step boundaries."""
@@ -162,18 +171,22 @@ class StageTraining:
             total=self.total, initial=self.step, desc=f"stage {run.stage.name} ({self.method.name})",
             disable=not self.settings.progress, unit="step",
         )
+        window_loss = 0.0
         for images, labels in self.batches():
             terms = self.train_step(images, labels)
             self.step += 1
             for key, value in terms.items():
                 self.sums[key] = self.sums.get(key, 0.0) + value
+            window_loss = window_loss + terms["loss"]
             bar.update()
-            if self.step % 10 == 0:
-                bar.set_postfix({key: f"{value:.3f}" for key, value in terms.items()})
+            if self.step % LOG_EVERY == 0 or self.step == self.total:
+                self.check_finite(float(window_loss))
+                window_loss = 0.0
+                bar.set_postfix({key: f"{float(value):.3f}" for key, value in terms.items()})
             if after_step is not None:
                 after_step(self)
         bar.close()
-        return {f"train/{key}": value / max(1, self.total) for key, value in self.sums.items()} | {
+        return {f"train/{key}": float(value) / max(1, self.total) for key, value in self.sums.items()} | {
             "train/steps": self.total
         }
 
