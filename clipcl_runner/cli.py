@@ -25,11 +25,19 @@ def validate(cfg: DictConfig) -> None:
 
 
 def fill_run_identity(cfg: DictConfig) -> None:
-    """W&B group = the sweep (its folder name) unless the config sets one."""
+    """W&B group = the sweep (its folder name) and name = method, seed and the run's other overrides,
+    unless the config sets them."""
+    from .report import is_ignored_override, parse_overrides
+
     hydra_cfg = HydraConfig.get()
-    if cfg.logger.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
-        with open_dict(cfg):
+    with open_dict(cfg):
+        if cfg.logger.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
             cfg.logger.group = Path(hydra_cfg.sweep.dir).name
+        if cfg.logger.name == f"{cfg.method.name}-s{cfg.seed}":
+            overrides = parse_overrides(hydra_cfg.overrides.task)
+            extra = [f"{key}={value}" for key, value in overrides.items()
+                     if not is_ignored_override(key) and key != "experiment"]
+            cfg.logger.name = " ".join([cfg.logger.name, *extra])
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

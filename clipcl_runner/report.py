@@ -119,7 +119,8 @@ def _select(cfg, dotted: str):
     return node
 
 
-def _ignored(key: str) -> bool:
+def is_ignored_override(key: str) -> bool:
+    """Overrides that say where or how a run executed (paths, logger, ...), not what it computed."""
     return key in IGNORED_OVERRIDES or any(
         key == k or key.startswith((k + ".", k + "/")) for k in IGNORED_OVERRIDE_GROUPS)
 
@@ -175,7 +176,7 @@ def _identity(run_dir: Path) -> tuple[str, object, dict, dict]:
         value = _select(cfg, key)
         if value is not None:
             config_cols[column] = str(value).rsplit(".", 1)[-1] if key.endswith("_target_") else str(value)
-    override_cols = {k: v for k, v in overrides.items() if not _ignored(k) and k not in config_cols}
+    override_cols = {k: v for k, v in overrides.items() if not is_ignored_override(k) and k not in config_cols}
     return str(method) if method is not None else "unknown", seed, config_cols, override_cols
 
 

@@ -117,7 +117,10 @@ def test_multirun_sweep_gives_each_job_its_own_folder_and_wandb_run(pretrained_t
     ids = set()
     for job in jobs:
         logged = read_offline_run(job)
-        assert logged["group"] == sweep.name and logged["job_type"] == job.name.split("_")[1]
+        method = job.name.split("_")[1]
+        assert logged["group"] == sweep.name and logged["job_type"] == method
+        # name = method, seed and the run's own overrides (not paths, logger, hydra or the experiment)
+        assert logged["name"] == f"{method}-s0 tasks.num_stages=2 tasks.epochs=1"
         ids.add(logged["run_id"])
     assert len(ids) == 2
 
@@ -172,3 +175,4 @@ def test_every_epoch_evaluation_rows_stay_out_of_the_matrix(pretrained_test_clip
     matrix = pd.read_csv(run_dir / "accuracy_matrix.csv", index_col=0)
     assert list(matrix.index) == ["zero-shot", "T1"]
     assert summary["ut_acc"] == pytest.approx(rows[2]["task/T1/acc"])
+
