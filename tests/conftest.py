@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,33 @@ def pretrained_test_clip() -> Path:
 
     cfg = compose_config(*TEST_PRESET)
     return ensure_checkpoint(OmegaConf.to_container(cfg.model.pretrain, resolve=True), cfg.model.cache_dir, progress=False)
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`clipcl ARGS` in a subprocess from the repository root, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "clipcl_runner.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def tiny_run(part: str = "whole", train_logit_scale: bool = False, stages: int = 2):
+    """A RunContext around a random-init tiny open_clip model with ``stages`` two-class stages."""
+    import open_clip
+    import torch
+
+    from clipcl_runner.data.stages import Stage, TensorImages
+    from clipcl_runner.methods.base import RunContext
+    from clipcl_runner.models import register_model_configs
+
+    register_model_configs()
+    torch.manual_seed(0)
+    name = "SynthCLIP-RN-Tiny"
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 2
+    made = [
+        Stage(f"T{i + 1}", [f"shape{i}a", f"shape{i}b"], TensorImages(images, labels), TensorImages(images, labels))
+        for i in range(stages)
+    ]
+    return RunContext(
+        model=open_clip.create_model(name), tokenizer=open_clip.get_tokenizer(name), device=torch.device("cpu"),
+        stages=made, part=part, train_logit_scale=train_logit_scale,
+    )

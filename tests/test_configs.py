@@ -1,15 +1,13 @@
 """Every option of every config group composes, and bad choices fail at start with Hydra's options list."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from conftest import CONFIG_DIR, REPO, compose_config
+from conftest import CONFIG_DIR, compose_config, run_cli
 
 GROUPS = ["model", "method", "tasks", "eval", "trainer", "logger", "paths", "experiment"]
 
@@ -56,10 +54,7 @@ def test_unknown_key_fails():
 
 
 def test_cli_unknown_method_fails_before_training(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "clipcl_runner.cli", "method=nope", f"paths.output_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
+    result = run_cli("method=nope", f"paths.output_dir={tmp_path}", timeout=120)
     assert result.returncode != 0
     assert "Could not find 'method/nope'" in result.stderr
     assert "Available options" in result.stderr and "vr_lwf" in result.stderr
@@ -67,9 +62,6 @@ def test_cli_unknown_method_fails_before_training(tmp_path):
 
 
 def test_cli_bad_part_fails_before_loading_anything(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "clipcl_runner.cli", "part=both", f"paths.output_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
+    result = run_cli("part=both", f"paths.output_dir={tmp_path}", timeout=120)
     assert result.returncode != 0
     assert "part='both' is not one of ['whole', 'image', 'text']" in result.stderr

@@ -5,17 +5,14 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from omegaconf import open_dict
 
 from clipcl_runner.runner import run
 from clipcl_runner.tracking import read_offline_run
-from conftest import REPO, TEST_PRESET, compose_config
+from conftest import TEST_PRESET, compose_config, run_cli
 
 I2T_R1 = "ret/heldout/i2t_r1"
 
@@ -106,11 +103,8 @@ def test_offline_wandb_run_holds_the_stage_metrics_and_summary(pretrained_test_c
 
 def test_multirun_sweep_gives_each_job_its_own_folder_and_wandb_run(pretrained_test_clip, tmp_path):
     sweep = tmp_path / "sweep"
-    result = subprocess.run(
-        [sys.executable, "-m", "clipcl_runner.cli", "-m", *TEST_PRESET, "logger=wandb", "method=finetune,lwf",
-         "tasks.num_stages=2", "tasks.epochs=1", f"hydra.sweep.dir={sweep}", f"paths.output_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
+    result = run_cli("-m", *TEST_PRESET, "logger=wandb", "method=finetune,lwf", "tasks.num_stages=2",
+                     "tasks.epochs=1", f"hydra.sweep.dir={sweep}", f"paths.output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(path for path in sweep.iterdir() if path.is_dir() and (path / "summary.json").exists())
     assert [job.name for job in jobs] == ["0_finetune_s0", "1_lwf_s0"]
@@ -126,11 +120,8 @@ def test_multirun_sweep_gives_each_job_its_own_folder_and_wandb_run(pretrained_t
 
 
 def test_pretrained_tag_without_cached_weights_says_what_to_fetch(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "clipcl_runner.cli", "model=vit_b32", "logger=none",
-         f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
+    result = run_cli("model=vit_b32", "logger=none", f"paths.output_dir={tmp_path}",
+                     f"paths.cache_dir={tmp_path / 'cache'}", timeout=300)
     assert result.returncode != 0
     assert "Pretrained weights 'openai' for open_clip model 'ViT-B-32' are not cached" in result.stderr
     assert "open_clip_pytorch_model.bin" in result.stderr and "model.pretrained=/path/to/" in result.stderr

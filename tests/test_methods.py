@@ -1,31 +1,18 @@
 """The method contract on a tiny random-init open_clip model (no weights, no pretraining)."""
 from __future__ import annotations
 
-import open_clip
 import pytest
 import torch
 
 from clipcl_runner.data.stages import Stage, TensorImages
-from clipcl_runner.methods.base import Method, RunContext, distillation_kl, frozen_copy
+from clipcl_runner.methods.base import Method, distillation_kl, frozen_copy
 from clipcl_runner.methods.finetune import Finetune
 from clipcl_runner.methods.lwf import LwF
 from clipcl_runner.methods.vr_lwf import VRLwF, random_token_texts, read_vocabulary
 from clipcl_runner.methods.zeroshot import ZeroShot
 from clipcl_runner.models import register_model_configs, select_trainable, tower_of
+from conftest import tiny_run
 
-NAME = "SynthCLIP-RN-Tiny"
-
-
-def tiny_run(part: str = "whole", stages: int = 2) -> RunContext:
-    register_model_configs()
-    torch.manual_seed(0)
-    model = open_clip.create_model(NAME)
-    images = torch.randn(8, 3, 32, 32)
-    made = [
-        Stage(f"T{i + 1}", [f"shape{i}a", f"shape{i}b"], TensorImages(images, torch.arange(8) % 2), TensorImages(images, torch.arange(8) % 2))
-        for i in range(stages)
-    ]
-    return RunContext(model=model, tokenizer=open_clip.get_tokenizer(NAME), device=torch.device("cpu"), stages=made, part=part)
 
 
 def grads_by_tower(model) -> dict[str, bool]:

@@ -5,39 +5,21 @@ import copy
 import logging
 import math
 
-import open_clip
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from clipcl_runner.data.stages import Stage, TensorImages
-from clipcl_runner.methods.base import RunContext, frozen_copy
+from clipcl_runner.methods.base import frozen_copy
 from clipcl_runner.methods.geodl import GeoDL, geodesic_distance, geodesic_flow_kernel, pca_subspace
 from clipcl_runner.methods.imm import MeanIMM
 from clipcl_runner.methods.rkr import RKR, RectifiedLinear, RectifiedMultiheadAttention, Rectifier
-from clipcl_runner.models import register_model_configs, tower_of
-from conftest import compose_config
+from clipcl_runner.models import tower_of
+from conftest import compose_config, tiny_run
 
 torch.set_num_threads(1)
 
-NAME = "SynthCLIP-RN-Tiny"
 LABELS = torch.tensor([0, 1, 0, 1])
-
-
-def tiny_run(part: str = "whole", train_logit_scale: bool = False) -> RunContext:
-    register_model_configs()
-    torch.manual_seed(0)
-    model = open_clip.create_model(NAME)
-    images = torch.randn(8, 3, 32, 32)
-    stages = [
-        Stage(f"T{i + 1}", [f"shape{i}a", f"shape{i}b"], TensorImages(images, torch.arange(8) % 2), TensorImages(images, torch.arange(8) % 2))
-        for i in range(2)
-    ]
-    return RunContext(
-        model=model, tokenizer=open_clip.get_tokenizer(NAME), device=torch.device("cpu"), stages=stages,
-        part=part, train_logit_scale=train_logit_scale,
-    )
 
 
 def towers_with_gradient(model: nn.Module) -> set[str]:
