@@ -1,18 +1,25 @@
 """Aggregate run folders into a comparison report: tables over seeds and a trade-off plot.
 
 Everything is read back from the run folders (``.hydra/config.yaml``,
-``.hydra/overrides.yaml``, ``metrics.jsonl``, ``summary.json``), so a report needs neither
-W&B nor the training code. A run folder without ``summary.json`` is unfinished or failed:
-it is listed as missing, never silently dropped, and every aggregated value keeps the
-number of seeds ``n`` it was averaged over.
+``.hydra/overrides.yaml``, ``metrics.jsonl``, ``summary.json``, ``accuracy_matrix.csv``), so
+a report needs neither W&B nor the training code. A run folder without ``summary.json`` is
+unfinished or failed: it is listed as missing, never silently dropped, and every
+aggregated value keeps the number of seeds ``n`` it was averaged over.
+
+Offline W&B runs (``.../wandb/offline-run-*``) are accepted too, for runs whose run folder
+was lost (e.g. only ``wandb/`` was copied off a cluster). They are read with
+``tracking.read_offline_run`` (still no network). A run folder always wins over its own
+W&B copy, so no run is counted twice.
 
     clipcl-report outputs/multirun/2026-11-28_20-50-00            # -> <sweep>/report/
     clipcl-report outputs/runs/a outputs/runs/b --out report --metrics ut_acc bwt
+    clipcl-report copied_from_cluster/wandb                         # offline W&B runs only
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -30,8 +37,19 @@ CONFIG_FILE = Path(".hydra") / "config.yaml"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+MATRIX_FILE = "accuracy_matrix.csv"
+RUN_ID_FILE = "wandb_run_id.txt"  # written by RunTracker: links a run folder to its W&B run
 
 NO_SUMMARY = "no summary.json (unfinished or failed)"
+NO_WANDB_SUMMARY = "W&B run has no summary (unfinished or failed)"
+# W&B folders of one run: "offline-run-<time>-<id>" (or "run-<time>-<id>" once synced),
+# each holding a "run-<id>.wandb" transaction log.
+WANDB_RUN_PREFIXES = ("offline-run-", "run-")
+# The summary key every finished run has; W&B's summary also holds the last history row,
+# so a crashed W&B run still has a non-empty summary and only this key tells them apart.
+FINISHED_KEY = "ut_acc"
+# W&B summary keys that are bookkeeping of the last logged row, not results.
+WANDB_ROW_KEYS = ("stage", "stage_name")
 DEFAULT_VALUE = "(default)"  # an override column's value in runs that did not set it
 
 # Overrides that are never columns: seed and method have their own, the rest say where or
@@ -71,34 +89,73 @@ def _is_run_dir(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() or (path / METRICS_FILE).is_file()
 
 
+def _is_wandb_run(path: Path) -> bool:
+    return (path.name.startswith(WANDB_RUN_PREFIXES) and path.is_dir()
+            and any(path.glob("run-*.wandb")))
+
+
+def _wandb_run_id(path: Path) -> str:
+    """'offline-run-20261128_223538-1wnef248' -> '1wnef248'."""
+    return path.name.rsplit("-", 1)[-1]
+
+
+def _folder_run_id(run_dir: Path) -> str | None:
+    try:
+        return (run_dir / RUN_ID_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def _natural_key(path: Path) -> list:
     """'2_lwf_s0' before '10_lwf_s0' (Hydra job numbers), otherwise alphabetical."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def find_runs(paths: Sequence[Path | str]) -> list[Path]:
-    """Run folders (holding ``.hydra/config.yaml`` or ``metrics.jsonl``) among ``paths``:
-    each path is a run folder or a folder holding run folders at any depth (a sweep).
-    Hidden folders and the inside of run folders are not searched. Sorted, deduplicated;
-    a path that does not exist raises FileNotFoundError."""
+    """Run folders (holding ``.hydra/config.yaml`` or ``metrics.jsonl``) and W&B run
+    folders (``offline-run-*``) among ``paths``: each path is either, or a folder holding
+    them at any depth (a sweep, a copied ``wandb/`` folder). Hidden folders and the inside
+    of run folders are not searched. A W&B run that belongs to a found run folder (inside
+    its ``wandb/``, or with the id in its ``wandb_run_id.txt``) is replaced by / dropped for
+    that run folder. Sorted, deduplicated; a path that does not exist raises FileNotFoundError."""
     found: dict[Path, Path] = {}
+    wandb_runs: dict[Path, Path] = {}
     for raw in paths:
         root = Path(raw)
         if not root.exists():
             raise FileNotFoundError(f"no such file or folder: {root}")
         if not root.is_dir():
             continue
-        if _is_run_dir(root):
-            found.setdefault(root.resolve(), root)
-            continue
         for dirpath, dirnames, _ in os.walk(root):
             here = Path(dirpath)
-            if here != root and _is_run_dir(here):
+            if _is_run_dir(here):
                 found.setdefault(here.resolve(), here)
+                dirnames[:] = []  # its own wandb/ copy is not a second run
+                continue
+            if _is_wandb_run(here):
+                wandb_runs.setdefault(here.resolve(), here)
                 dirnames[:] = []
                 continue
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    _merge_wandb_runs(found, wandb_runs)
     return sorted(found.values(), key=_natural_key)
+
+
+def _merge_wandb_runs(found: dict[Path, Path], wandb_runs: dict[Path, Path]) -> None:
+    """Add to ``found`` the W&B runs that are the only record of their run: the run folder's
+    files are authoritative (the W&B copy lacks the overrides and the accuracy matrix)."""
+    folder_ids = {_folder_run_id(r) for r in found.values()} - {None}
+    latest: dict[str, Path] = {}  # run id -> its newest W&B folder (a resume starts a new one)
+    for resolved, wandb_run in sorted(wandb_runs.items(), key=lambda kv: kv[0].name):
+        owner = wandb_run.parent.parent  # <run folder>/wandb/offline-run-*, given directly
+        if wandb_run.parent.name == "wandb" and _is_run_dir(owner):
+            found.setdefault(owner.resolve(), owner)
+            folder_ids.add(_folder_run_id(owner))
+            continue
+        latest[_wandb_run_id(resolved)] = wandb_run
+    for run_id, wandb_run in latest.items():
+        if run_id not in folder_ids:
+            found.setdefault(wandb_run.resolve(), wandb_run)
 
 
 # --------------------------------------------------------------------------- loading runs
@@ -138,8 +195,27 @@ def parse_overrides(overrides: Iterable[str] | None) -> dict[str, str]:
     return parsed
 
 
+@functools.lru_cache(maxsize=None)
+def _read_wandb(path: str) -> dict:
+    """``read_offline_run``, once per W&B run and report: each read starts two
+    ``wandb leet inspect`` subprocesses, and the plot asks for the rows again."""
+    from .tracking import read_offline_run
+
+    return read_offline_run(path)
+
+
+def _wandb_rows(run_dir: Path) -> list[dict]:
+    """The W&B run's evaluation rows, shaped like ``metrics.jsonl`` rows: only rows with a
+    ``stage`` (matrix tables and figures are logged without), W&B's own ``_step`` etc. dropped."""
+    history = _read_wandb(str(run_dir.resolve()))["history"]
+    return [{k: v for k, v in row.items() if not k.startswith("_")}
+            for row in history if row.get("stage") is not None]
+
+
 def read_metrics_rows(run_dir: Path | str) -> list[dict]:
-    """Rows of ``metrics.jsonl``; unreadable (torn) lines are skipped."""
+    """Rows of ``metrics.jsonl`` (or of a W&B run's history); unreadable (torn) lines are skipped."""
+    if _is_wandb_run(Path(run_dir)):
+        return _wandb_rows(Path(run_dir))
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
@@ -156,11 +232,14 @@ def read_metrics_rows(run_dir: Path | str) -> list[dict]:
 
 
 def _identity(run_dir: Path) -> tuple[str, object, dict, dict]:
-    """(method, seed, config columns, override columns) of a run, as far as readable."""
+    """(method, seed, config columns, override columns) of a run folder, as far as readable."""
     cfg = _read_yaml(run_dir / CONFIG_FILE) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{CONFIG_FILE} is not a mapping")
-    overrides = parse_overrides(_read_yaml(run_dir / OVERRIDES_FILE))
+    return _identity_from(cfg, parse_overrides(_read_yaml(run_dir / OVERRIDES_FILE)))
+
+
+def _identity_from(cfg: dict, overrides: dict[str, str]) -> tuple[str, object, dict, dict]:
     method = _select(cfg, "method.name") or overrides.get("method")
     if method is None and _select(cfg, "method._target_"):
         method = str(_select(cfg, "method._target_")).rsplit(".", 1)[-1]
@@ -180,27 +259,59 @@ def _identity(run_dir: Path) -> tuple[str, object, dict, dict]:
     return str(method) if method is not None else "unknown", seed, config_cols, override_cols
 
 
+def _folder_summary(run_dir: Path) -> dict | None:
+    """``summary.json`` of a run folder, None when there is none (unfinished)."""
+    summary_path = run_dir / SUMMARY_FILE
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if not isinstance(summary, dict):
+        raise ValueError(f"{SUMMARY_FILE} is not a JSON object")
+    return summary
+
+
+def _wandb_summary(summary: dict) -> dict:
+    """The results in a W&B summary: without W&B's ``_step``/``_runtime``/..., the last
+    row's stage bookkeeping and logged tables/images (dicts), which are not metrics."""
+    return {k: v for k, v in summary.items()
+            if not k.startswith("_") and k not in WANDB_ROW_KEYS and not isinstance(v, (dict, list))}
+
+
+def _wandb_identity(run_dir: Path) -> tuple[str, object, dict, dict]:
+    """As ``_identity`` for a W&B run. Its config is the resolved config, but there are no
+    Hydra overrides, so it has no override columns (it groups as "(default)")."""
+    return _identity_from(_read_wandb(str(run_dir.resolve())).get("config") or {}, {})
+
+
+def _wandb_finished_summary(run_dir: Path) -> dict | None:
+    """A W&B run's results, None when it did not finish (no ``ut_acc``)."""
+    summary = _wandb_summary(_read_wandb(str(run_dir.resolve())).get("summary") or {})
+    return summary if FINISHED_KEY in summary else None
+
+
 def load_runs(run_dirs: Iterable[Path | str]) -> tuple[pd.DataFrame, list[dict]]:
     """One row per finished run (columns ``run``, ``method``, ``seed``, the config columns
     ``part``/``tasks``, one column per override that says what was computed, e.g.
     ``method.alpha``, then every summary key) and the list of missing runs
     ``{"run", "method", "seed", "reason"}`` (no summary.json, or unreadable files).
-    Override columns hold strings; runs that did not set an override hold "(default)"."""
+    Override columns hold strings; runs that did not set an override hold "(default)".
+    ``run_dirs`` may include W&B runs (see ``find_runs``); one without ``ut_acc`` in its
+    summary is missing with reason NO_WANDB_SUMMARY."""
     records: list[dict] = []
     missing: list[dict] = []
     candidates: dict[str, None] = {}
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         method, seed = "unknown", None
+        is_wandb = _is_wandb_run(run_dir)
         try:
-            method, seed, config_cols, override_cols = _identity(run_dir)
-            summary_path = run_dir / SUMMARY_FILE
-            if not summary_path.is_file():
-                missing.append({"run": str(run_dir), "method": method, "seed": seed, "reason": NO_SUMMARY})
+            method, seed, config_cols, override_cols = (
+                _wandb_identity(run_dir) if is_wandb else _identity(run_dir))
+            summary = _wandb_finished_summary(run_dir) if is_wandb else _folder_summary(run_dir)
+            if summary is None:
+                missing.append({"run": str(run_dir), "method": method, "seed": seed,
+                                "reason": NO_WANDB_SUMMARY if is_wandb else NO_SUMMARY})
                 continue
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-            if not isinstance(summary, dict):
-                raise ValueError(f"{SUMMARY_FILE} is not a JSON object")
         except Exception as exc:  # noqa: BLE001 - any broken file makes the run "unreadable"
             missing.append({"run": str(run_dir), "method": method, "seed": seed,
                             "reason": f"unreadable: {type(exc).__name__}: {exc}"})
@@ -534,6 +645,76 @@ def plot_comparison(runs: pd.DataFrame, path: Path | str, x_metric: str = "ut_ac
     return path
 
 
+# --------------------------------------------------------------------------- accuracy matrices
+
+def _read_matrix(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / MATRIX_FILE
+    if not path.is_file():  # unfinished run, or a W&B run without its run folder
+        return None
+    matrix = pd.read_csv(path, index_col=0)
+    matrix.index = matrix.index.astype(str)
+    matrix.columns = matrix.columns.astype(str)
+    return matrix
+
+
+def _layout(matrix: pd.DataFrame) -> tuple:
+    return tuple(matrix.index), tuple(matrix.columns)
+
+
+def mean_matrices(run_dirs: Iterable[Path | str]) -> pd.DataFrame | None:
+    """Element-wise mean of the runs' ``accuracy_matrix.csv`` (same index and columns as the
+    runs'), or None when no run has one. Cells missing (NaN) in some seeds are averaged over
+    the others. Runs whose matrix has another shape or other stage labels than the most
+    common one cannot be averaged with it: they are left out and listed in
+    ``.attrs["skipped"]``; ``.attrs["runs"]`` lists the runs averaged."""
+    matrices = {str(r): m for r in run_dirs if (m := _read_matrix(Path(r))) is not None}
+    if not matrices:
+        return None
+    layouts = [_layout(m) for m in matrices.values()]
+    # the majority layout, ties to the first run: one odd seed should not decide
+    common = max(dict.fromkeys(layouts), key=layouts.count)
+    used = [run for run, m in matrices.items() if _layout(m) == common]
+    stack = np.stack([matrices[run].to_numpy(dtype=float) for run in used])
+    with warnings.catch_warnings():  # a cell no seed has: all-NaN, stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values = np.nanmean(stack, axis=0)
+    mean = pd.DataFrame(values, index=list(common[0]), columns=list(common[1]))
+    mean.attrs["runs"] = used
+    mean.attrs["skipped"] = [run for run in matrices if run not in used]
+    return mean
+
+
+def _file_safe(label: str) -> str:
+    """'lwf (alpha=0.5)' -> 'lwf_alpha=0.5': a group label usable in a file name."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", label).strip("_") or "group"
+
+
+def write_group_matrices(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[str]]:
+    """``matrix_<group>.png`` per group with accuracy matrices: the mean over its seeds.
+    Returns the files and report.md lines (image links, runs left out)."""
+    from .plots import plot_matrix
+
+    keys = group_columns(runs)
+    files: list[Path] = []
+    lines: list[str] = []
+    for values, group in runs.groupby(keys, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        mean = mean_matrices(group["run"])
+        if mean is None:
+            continue
+        label = _group_label(keys, values)
+        n = len(mean.attrs["runs"])
+        path = plot_matrix(mean, out / f"matrix_{_file_safe(label)}.png",
+                           title=f"{label}: mean over {n} seed{'s' if n != 1 else ''}")
+        files.append(path)
+        lines += [f"### {label} (n={n})", "", f"![{label} accuracy matrix]({path.name})", ""]
+        lines += [f"- left out (matrix of another shape): `{_display_path(run)}`"
+                  for run in mean.attrs["skipped"]]
+        if mean.attrs["skipped"]:
+            lines.append("")
+    return files, lines
+
+
 # --------------------------------------------------------------------------- report
 
 class NoFinishedRuns(ValueError):
@@ -562,16 +743,18 @@ def missing_lines(missing: Sequence[dict]) -> list[str]:
 def write_report(paths: Sequence[Path | str], out_dir: Path | str,
                  metrics: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> dict:
     """Find and aggregate the runs under ``paths``; write ``report.md``, ``runs.csv``,
-    ``summary.csv``, ``summary.tex`` and ``comparison.png`` into ``out_dir``. Returns
+    ``summary.csv``, ``summary.tex``, ``comparison.png`` and, per group whose run folders
+    have accuracy matrices, ``matrix_<group>.png`` (mean over seeds) into ``out_dir``. Returns
     ``{"table": markdown, "missing": [...], "files": [...]}``. Raises NoFinishedRuns when
     there is nothing to report and KeyError for an unknown metric."""
     paths = [Path(p) for p in paths]
+    _read_wandb.cache_clear()  # a W&B run may have grown since an earlier report in this process
     run_dirs = find_runs(paths)
     if not run_dirs:
         raise NoFinishedRuns(f"no run folders under {_where(paths)}")
     runs, missing = load_runs(run_dirs)
     if runs.empty:
-        if all(m["reason"] == NO_SUMMARY for m in missing):
+        if all(m["reason"] in (NO_SUMMARY, NO_WANDB_SUMMARY) for m in missing):
             raise NoFinishedRuns(f"no finished runs under {_where(paths)}: every run folder lacks summary.json")
         raise NoFinishedRuns(f"no finished runs under {_where(paths)}: every run folder lacks summary.json "
                              "or is unreadable\n" + "\n".join(missing_lines(missing)))
@@ -588,6 +771,8 @@ def write_report(paths: Sequence[Path | str], out_dir: Path | str,
     agg.to_csv(files["summary.csv"], index=False)
     files["summary.tex"].write_text(latex_table(agg, table_metrics, labels), encoding="utf-8")
     plot_comparison(runs, files["comparison.png"])
+    matrix_files, matrix_lines = write_group_matrices(runs, out)
+    files.update((p.name, p) for p in matrix_files)
 
     n_values = sorted(set(agg["n"].astype(int)))
     lines = ["# Run report", "",
@@ -599,8 +784,10 @@ def write_report(paths: Sequence[Path | str], out_dir: Path | str,
              ]
     if len(n_values) > 1:
         lines.append(f"**Groups differ in their number of seeds (n = {', '.join(map(str, n_values))}).**")
-    lines += ["", "![trade-off and probes over stages](comparison.png)", "",
-              "## Missing or failed runs", "", *missing_lines(missing), ""]
+    lines += ["", "![trade-off and probes over stages](comparison.png)", ""]
+    if matrix_lines:
+        lines += ["## Accuracy matrices (mean over seeds)", "", *matrix_lines]
+    lines += ["## Missing or failed runs", "", *missing_lines(missing), ""]
     files["report.md"].write_text("\n".join(lines), encoding="utf-8")
     return {"table": table, "missing": missing, "files": [str(p) for p in files.values()]}
 
@@ -610,7 +797,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="clipcl-report",
         description="Aggregate finished run folders (or sweep folders holding them) into a "
                     "comparison table over seeds, CSV/LaTeX summaries and a trade-off plot.")
-    parser.add_argument("paths", nargs="+", type=Path, help="run folders or folders holding them (sweeps)")
+    parser.add_argument("paths", nargs="+", type=Path,
+                        help="run folders, offline W&B runs (wandb/offline-run-*) or folders holding them")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: PATH/report for a single PATH, else ./report)")
     parser.add_argument("--metrics", nargs="+", default=None,

@@ -1,5 +1,7 @@
 """clipcl-report on a hand-made sweep folder: finding runs, missing runs, mean/std/n over
-seeds, the Markdown/LaTeX tables, the written files and the CLI's exit codes."""
+seeds, the Markdown/LaTeX tables, the written files and the CLI's exit codes; offline W&B
+runs as input (real ones, written by RunTracker; W&B offline per conftest.py) and the mean
+accuracy matrices."""
 
 from __future__ import annotations
 
@@ -200,7 +202,8 @@ def test_write_report_writes_every_file(sweep, tmp_path):
     out = tmp_path / "rep"
     result = report.write_report([sweep], out)
     names = {Path(f).name for f in result["files"]}
-    assert names == {"report.md", "runs.csv", "summary.csv", "summary.tex", "comparison.png"}
+    assert names == {"report.md", "runs.csv", "summary.csv", "summary.tex", "comparison.png",
+                     "matrix_finetune.png", "matrix_vr_lwf.png"}  # the lwf run is unfinished
     for f in result["files"]:
         assert Path(f).is_file() and Path(f).stat().st_size > 0
     assert Path(out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -270,3 +273,131 @@ def test_main_exit_2_without_finished_runs(tmp_path, capsys):
 
     assert report.main([str(tmp_path / "does_not_exist")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- W&B runs as input
+
+EVAL_ROWS = [
+    {"stage": 0, "stage_name": "zero-shot", "task/T1/acc": 10.0, "ret/heldout/i2t_r1": 38.0},
+    {"stage": 1, "stage_name": "T1", "task/T1/acc": 80.5, "ret/heldout/i2t_r1": 30.0},
+]
+WANDB_SUMMARY = {"ut_acc": 80.5, "bwt": 0.0, "delta/ret/heldout/i2t_r1": -8.0}
+
+
+def make_tracked_run(run_dir: Path, method: str, seed: int, summary: dict | None = WANDB_SUMMARY) -> Path:
+    """A run folder with a real offline W&B run inside, as RunTracker writes it."""
+    from clipcl_runner.tracking import RunTracker
+
+    config = {"seed": seed, "part": "whole", "method": {"name": method, "alpha": 0.5}}
+    with RunTracker(run_dir, config=config, mode="offline") as tracker:
+        for row in EVAL_ROWS:
+            tracker.log_eval(row)
+        if summary is not None:
+            tracker.log_summary(summary)
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    return run_dir
+
+
+def keep_only_wandb(run_dir: Path) -> None:
+    """What is left when only wandb/ was copied off the cluster."""
+    import shutil
+
+    for entry in run_dir.iterdir():
+        if entry.name != "wandb":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def test_wandb_only_run_is_read(tmp_path):
+    run_dir = make_tracked_run(tmp_path / "copied" / "run", "lwf", 3)
+    unfinished = make_tracked_run(tmp_path / "copied" / "crashed", "lwf", 4, summary=None)
+    keep_only_wandb(run_dir)
+    keep_only_wandb(unfinished)
+
+    found = report.find_runs([tmp_path / "copied"])
+    assert len(found) == 2 and all(p.name.startswith("offline-run-") for p in found)
+    # the wandb/ folder or the offline-run-* folder itself finds the same run
+    assert report.find_runs([run_dir / "wandb"]) == [f for f in found if f.parent.parent == run_dir]
+
+    runs, missing = report.load_runs(found)
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["method"] == "lwf" and row["seed"] == 3 and row["part"] == "whole"
+    assert row["ut_acc"] == 80.5 and row["delta/ret/heldout/i2t_r1"] == -8.0
+    assert not any(c.startswith("_") or c in ("stage", "stage_name") for c in runs.columns)
+    assert missing == [{"run": str(next(f for f in found if f.parent.parent == unfinished)),
+                        "method": "lwf", "seed": 4, "reason": report.NO_WANDB_SUMMARY}]
+
+    rows = report.read_metrics_rows(row["run"])
+    assert [(r["stage"], r["stage_name"]) for r in rows] == [(0, "zero-shot"), (1, "T1")]
+    assert [r["ret/heldout/i2t_r1"] for r in rows] == [38.0, 30.0]
+    assert not any(k.startswith("_") for r in rows for k in r)
+
+    result = report.write_report([tmp_path / "copied"], tmp_path / "rep")
+    assert "| lwf | 80.5 |" in result["table"]
+    assert not any(Path(f).name.startswith("matrix_") for f in result["files"])  # W&B copy has no csv
+
+
+def test_run_folder_with_wandb_inside_counts_once(tmp_path):
+    run_dir = make_tracked_run(tmp_path / "sweep" / "0_lwf_s0", "lwf", 0)
+    wandb_run = next((run_dir / "wandb").glob("offline-run-*"))
+    # the sweep, the wandb folder and the W&B run given directly: always the run folder
+    for paths in ([tmp_path / "sweep"], [wandb_run], [tmp_path / "sweep", run_dir / "wandb", wandb_run]):
+        assert report.find_runs(paths) == [run_dir], paths
+
+    # W&B written elsewhere (logger.dir): matched to the run folder by wandb_run_id.txt
+    elsewhere = tmp_path / "wandb_elsewhere"
+    import shutil
+    shutil.copytree(run_dir / "wandb", elsewhere / "wandb", symlinks=True)
+    assert report.find_runs([tmp_path / "sweep", elsewhere]) == [run_dir]
+    runs, missing = report.load_runs(report.find_runs([tmp_path / "sweep", elsewhere]))
+    assert len(runs) == 1 and not missing and runs.iloc[0]["run"] == str(run_dir)
+
+
+# --------------------------------------------------------------------------- mean accuracy matrices
+
+def write_matrix(run_dir: Path, values, index=("zero-shot", "after T1", "after T2"),
+                 columns=("T1", "T2")) -> None:
+    pd.DataFrame(values, index=list(index), columns=list(columns)).to_csv(run_dir / "accuracy_matrix.csv")
+
+
+def test_mean_matrices_and_heatmaps(tmp_path):
+    root = tmp_path / "sweep"
+    matrices = {  # method -> seed -> matrix
+        "finetune": {0: [[10, 12], [80, 11], [40, 90]], 1: [[10, 14], [70, 13], [50, 80]]},
+        "vr_lwf": {0: [[10, 12], [82, 20], [75, 88]], 1: [[10, 12], [78, float("nan")], [65, 84]]},
+    }
+    job = 0
+    dirs: dict[str, list[Path]] = {}
+    for method, seeds in matrices.items():
+        for seed, values in seeds.items():
+            run = make_run(root / f"{job}_{method}_s{seed}", method, seed, VALUES[method][seed])
+            write_matrix(run, values)
+            dirs.setdefault(method, []).append(run)
+            job += 1
+    odd = make_run(root / f"{job}_vr_lwf_s2", "vr_lwf", 2, VALUES["vr_lwf"][2])
+    write_matrix(odd, [[1, 2, 3]], index=("zero-shot",), columns=("T1", "T2", "T3"))
+
+    mean = report.mean_matrices(dirs["finetune"])
+    expected = pd.DataFrame([[10.0, 13.0], [75.0, 12.0], [45.0, 85.0]],
+                            index=["zero-shot", "after T1", "after T2"], columns=["T1", "T2"])
+    pd.testing.assert_frame_equal(mean, expected)
+    # a NaN cell is the mean of the seeds that have it; the odd-shaped run is left out
+    mean_vr = report.mean_matrices([*dirs["vr_lwf"], odd])
+    assert mean_vr.loc["after T1", "T2"] == 20.0 and mean_vr.loc["after T2", "T1"] == 70.0
+    assert mean_vr.attrs["skipped"] == [str(odd)] and len(mean_vr.attrs["runs"]) == 2
+    assert report.mean_matrices([tmp_path]) is None
+
+    out = tmp_path / "rep"
+    result = report.write_report([root], out)
+    for method in matrices:
+        png = out / f"matrix_{method}.png"
+        assert str(png) in result["files"]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    section = md.split("## Accuracy matrices (mean over seeds)", 1)[1].split("## Missing", 1)[0]
+    assert "](matrix_finetune.png)" in section and "](matrix_vr_lwf.png)" in section
+    assert "### vr_lwf (n=2)" in section and f"{job}_vr_lwf_s2" in section  # the skipped run is noted
+
+
+def test_file_safe_group_label():
+    assert report._file_safe("lwf (alpha=0.5, lr=1e-5)") == "lwf_alpha=0.5_lr=1e-5"
