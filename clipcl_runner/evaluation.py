@@ -90,12 +90,14 @@ class Evaluator:
     def __call__(self, model, completed_stages: int) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        cache: dict[object, tuple[torch.Tensor, torch.Tensor]] = {}
 
         def features_of(dataset: Dataset):
-            if id(dataset) not in cache:
-                cache[id(dataset)] = self.encode_images(model, dataset)
-            return cache[id(dataset)]
+            # Keyed by content where a dataset can say it (two probes on the same files), else by object.
+            key = getattr(dataset, "cache_key", id(dataset))
+            if key not in cache:
+                cache[key] = self.encode_images(model, dataset)
+            return cache[key]
 
         metrics: dict[str, float] = {}
         for index, stage in enumerate(self.stages):

@@ -110,16 +110,18 @@ class Method:
         features = self.encode_prompts(run, model, texts).view(len(classnames), len(templates), -1).mean(dim=1)
         return F.normalize(features, dim=-1)
 
+    def frozen_class_features(self, run: RunContext, model: nn.Module, classnames, templates) -> torch.Tensor:
+        """``class_features`` of a model whose text tower does not change this stage, encoded once per stage."""
+        key = (id(model), tuple(classnames), tuple(templates))
+        if key not in self._frozen_text_cache:
+            with torch.no_grad():
+                self._frozen_text_cache[key] = self.class_features(run, model, classnames, templates)
+        return self._frozen_text_cache[key]
+
     def class_logits(self, run: RunContext, model: nn.Module, image_features, classnames, templates) -> torch.Tensor:
         """exp(logit_scale) * cos(image, class prompt) for ``model`` (the student or a frozen teacher)."""
-        text_is_frozen = model is not run.model or run.part == "image"
-        if text_is_frozen:
-            # Constant for the whole stage: encode once instead of every step.
-            key = (id(model), tuple(classnames), tuple(templates))
-            if key not in self._frozen_text_cache:
-                with torch.no_grad():
-                    self._frozen_text_cache[key] = self.class_features(run, model, classnames, templates)
-            text_features = self._frozen_text_cache[key]
+        if model is not run.model or run.part == "image":  # text tower frozen: constant for the stage
+            text_features = self.frozen_class_features(run, model, classnames, templates)
         else:
             text_features = self.class_features(run, model, classnames, templates)
         return model.logit_scale.exp() * image_features @ text_features.t()

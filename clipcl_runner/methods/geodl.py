@@ -111,19 +111,15 @@ class GeoDL(Method):
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
         self.teacher = frozen_copy(run.model)
-        self._teacher_text = None
 
     def end_stage(self, run: RunContext) -> None:
-        self.teacher, self._teacher_text = None, None  # the next stage snapshots the model again
+        self.teacher = None  # the next stage snapshots the model again
 
     def distance(self, old: Tensor, new: Tensor) -> Tensor:
         return geodesic_distance(old, new, geodesic_flow_kernel(old, new, self.subspace_dim))
 
     def teacher_text_features(self, run: RunContext) -> Tensor:
-        if self._teacher_text is None:  # constant for the stage: encode once
-            with torch.no_grad():
-                self._teacher_text = self.class_features(run, self.teacher, run.stage.classnames, run.stage.train_templates)
-        return self._teacher_text
+        return self.frozen_class_features(run, self.teacher, run.stage.classnames, run.stage.train_templates)
 
     def geodesic_terms(self, run: RunContext, images: Tensor, image_features: Tensor, text_features: Tensor | None):
         """(D_img, D_txt) for the trained towers (0 for a frozen tower); raises when a kernel fails."""
