@@ -18,6 +18,7 @@ from .retrieval import folded_recall, recall_at_k
 
 log = logging.getLogger(__name__)
 TASK_HEADS = ("stage", "seen", "all")
+CIL_METRIC = "cil/acc"  # with task_head=seen: accuracy on every seen class's test images (ZSCL's CIL acc_t)
 
 
 def task_metric(stage_name: str) -> str:
@@ -99,17 +100,32 @@ class Evaluator:
                 cache[key] = self.encode_images(model, dataset)
             return cache[key]
 
+        heads: dict[tuple, torch.Tensor] = {}
+
+        def head_of(classnames, templates) -> torch.Tensor:
+            # A class-incremental head (every seen class) is the same for every seen stage: build it once.
+            key = (tuple(classnames), tuple(templates))
+            if key not in heads:
+                heads[key] = self.head(model, classnames, templates)
+            return heads[key]
+
         metrics: dict[str, float] = {}
+        seen_correct, seen_count = 0.0, 0  # class-incremental accuracy: all seen test images among all seen classes
         for index, stage in enumerate(self.stages):
             classnames, offset = self._task_classes(index, completed_stages)
             features, labels = features_of(stage.test)
-            weights = self.head(model, classnames, stage.eval_templates)
-            metrics[task_metric(stage.name)] = self.task_accuracy(features @ weights, labels + offset)
+            logits = features @ head_of(classnames, stage.eval_templates)
+            metrics[task_metric(stage.name)] = self.task_accuracy(logits, labels + offset)
+            if self.task_head == "seen" and index < max(completed_stages, 1):
+                seen_correct += float((logits.argmax(dim=1) == labels + offset).sum())
+                seen_count += len(labels)
+        if seen_count:
+            metrics[CIL_METRIC] = 100.0 * seen_correct / seen_count
         for probe in self.probes:
             features, labels = features_of(probe.dataset)
             if isinstance(probe, ClassificationProbe):
                 targets = labels if probe.targets is None else probe.targets.to(self.device)
-                weights = self.head(model, probe.classnames, probe.templates)
+                weights = head_of(probe.classnames, probe.templates)
                 metrics[f"zs/{probe.name}/acc"] = accuracy(features @ weights, targets)
             else:
                 text_features = self.encode_texts(model, probe.captions)

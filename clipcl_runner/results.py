@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .evaluation import task_metric
+from .evaluation import CIL_METRIC, task_metric
 
 PROBE_PREFIXES = ("zs/", "ret/")
 
@@ -39,6 +39,9 @@ def run_summary(rows: list[dict], stage_names: list[str], primary_zero_shot: str
         probes=probe_values(stage_rows[-1]),
         probe_zero_shot=probe_values(zero_shot) if zero_shot else None,
     )
+    steps = [row[CIL_METRIC] for row in stage_rows if CIL_METRIC in row]
+    if steps:  # class-incremental protocol: Avg / Last of the accuracy on all classes seen so far
+        summary.update({f"cil_{key}": value for key, value in metrics.cil_summary(steps).items()})
     if primary_zero_shot and primary_zero_shot in summary:
         summary["a_acc"] = metrics.a_acc(summary["ut_acc"], summary[primary_zero_shot])
     summary["stages"] = len(stage_rows)

@@ -110,7 +110,8 @@ class StageLoop:
         )
         self.context = RunContext(
             model=clip.model, tokenizer=clip.tokenizer, device=device, stages=self.stages,
-            part=cfg.part, train_logit_scale=cfg.trainer.train_logit_scale,
+            part=cfg.part, train_logit_scale=cfg.trainer.train_logit_scale, train_head=cfg.trainer.train_head,
+            label_smoothing=cfg.trainer.label_smoothing, clip=clip,
         )
         self.parameters = self.method.setup(self.context)  # after this, the model may be wrapped (RKR)
         self.settings = TrainSettings(
@@ -135,6 +136,7 @@ class StageLoop:
                     context.stage_index = index
                     seed_everything(stage_seed(cfg.seed, index))
                     self.method.begin_stage(context)
+                    context.train_stage = self.method.training_stage(context)
                     train_stats = self.train(mid_stage if mid_stage and mid_stage["stage_index"] == index else None)
                     self.method.end_stage(context)
                     self.log_row(index + 1, context.stage.name, self.evaluator(context.model, index + 1), train_stats)
@@ -152,7 +154,7 @@ class StageLoop:
             self.stop.restore()
 
     def train(self, mid_stage: dict | None) -> dict:
-        if not self.method.trains:
+        if not self.method.trains or self.context.train_stage is None:
             return {}
         training = StageTraining(
             self.context, self.method, self.parameters, self.make_optimizer, self.make_scheduler, self.settings,

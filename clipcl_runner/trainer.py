@@ -75,7 +75,7 @@ class StageTraining:
         seed: int,
     ):
         self.run_context, self.method, self.parameters, self.settings = run, method, parameters, settings
-        stage = run.stage
+        stage = run.training  # the task's stage, or what the method trains on instead (replay, joint)
         self.drop_last = len(stage.train) > settings.batch_size
         self.sampler = EpochShuffle(len(stage.train), seed)
         self.loader = DataLoader(

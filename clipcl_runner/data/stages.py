@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 
 @dataclass
@@ -74,3 +74,62 @@ def normalise_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean_t) / std_t
+
+
+class OffsetLabels(Dataset):
+    """``dataset`` with ``offset`` added to every label: a stage's local labels placed in a larger head."""
+
+    def __init__(self, dataset: Dataset, offset: int):
+        self.dataset, self.offset = dataset, offset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        return image, int(label) + self.offset
+
+
+def merged_stage(
+    name: str,
+    parts: Sequence[tuple[Stage, Sequence[int] | None]],
+    epochs: int | None = None,
+    iterations: int | None = None,
+    lr: float | None = None,
+) -> Stage:
+    """One training stage over the classes of several stages (a class-incremental head, replay, joint training).
+
+    ``parts`` are ``(stage, indices)``: the stage's training images at ``indices`` (all when None),
+    their labels shifted after the classes of the parts before. When every part prompts with the
+    same templates the class names stay plain; otherwise (MTIL: one template per dataset) each
+    class name becomes its own stage's formatted prompt and the template is ``"{}"``, which needs
+    a single training template per stage.
+    """
+    if not parts:
+        raise ValueError(f"merged stage {name}: no parts")
+    same_templates = all(stage.train_templates == parts[0][0].train_templates for stage, _ in parts)
+    classnames: list[str] = []
+    datasets: list[Dataset] = []
+    for stage, indices in parts:
+        if same_templates:
+            classnames.extend(stage.classnames)
+        else:
+            if len(stage.train_templates) != 1:
+                raise ValueError(
+                    f"stage {stage.name} has {len(stage.train_templates)} training templates; merging stages with "
+                    "different templates needs one template per stage."
+                )
+            classnames.extend(stage.train_templates[0].format(c) for c in stage.classnames)
+        data = stage.train if indices is None else Subset(stage.train, list(indices))
+        datasets.append(OffsetLabels(data, len(classnames) - len(stage.classnames)))
+    first = parts[0][0]
+    return Stage(
+        name=name,
+        classnames=classnames,
+        train=datasets[0] if len(datasets) == 1 and datasets[0].offset == 0 else ConcatDataset(datasets),
+        test=first.test,  # unused: evaluation always runs on the task sequence's own stages
+        train_templates=list(first.train_templates) if same_templates else ["{}"],
+        epochs=epochs if epochs is not None else (None if iterations else first.epochs),
+        iterations=iterations,
+        lr=lr if lr is not None else first.lr,
+    )

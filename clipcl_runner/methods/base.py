@@ -1,8 +1,8 @@
 """The method contract: every continual-learning method is a short class on top of this one.
 
-The stage loop calls, per stage: ``begin_stage`` -> ``training_loss`` for every batch ->
-``end_stage``. A method may wrap or freeze the model in ``setup``, owns its own state for
-checkpoints, and never runs its own training loop.
+The stage loop calls, per stage: ``begin_stage`` -> ``training_stage`` (what to train on) ->
+``training_loss`` for every batch -> ``end_stage``. A method may wrap or freeze the model in
+``setup``, owns its own state for checkpoints, and never runs its own training loop.
 """
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.stages import Stage
+from ..data.stages import Stage, merged_stage
 from ..models import select_trainable
+
+
+TRAIN_HEADS = ("stage", "seen")
 
 
 @dataclass
@@ -29,11 +32,24 @@ class RunContext:
     part: str = "whole"
     train_logit_scale: bool = False
     stage_index: int = 0
+    train_head: str = "stage"  # stage: CE over the stage's classes | seen: over every class so far (CIL)
+    label_smoothing: float = 0.0
+    clip: object = None  # the ClipBundle (transforms), for methods that build their own data (ZSCL's reference set)
+    train_stage: Stage | None = None  # what the current stage trains on (set by the stage loop)
     extras: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train_head not in TRAIN_HEADS:
+            raise ValueError(f"trainer.train_head='{self.train_head}' is not one of {TRAIN_HEADS}.")
 
     @property
     def stage(self) -> Stage:
         return self.stages[self.stage_index]
+
+    @property
+    def training(self) -> Stage:
+        """The stage being trained on: ``train_stage`` when the loop set one, else the task's own stage."""
+        return self.train_stage if self.train_stage is not None else self.stage
 
     def seen_classnames(self) -> list[str]:
         """Classes of every stage up to and including the current one (MST's 'seen so far')."""
@@ -74,6 +90,18 @@ class Method:
     def begin_stage(self, run: RunContext) -> None:
         self._frozen_text_cache: dict[tuple, torch.Tensor] = {}
 
+    def training_stage(self, run: RunContext) -> Stage | None:
+        """The data, classes and schedule this stage trains on (None: no training this stage).
+
+        The task's stage itself; with ``train_head=seen`` the same images classified among every
+        class seen so far. Replay methods add their memory here, joint training everything.
+        """
+        if run.train_head == "seen" and run.stage_index > 0:
+            stage = run.stage
+            parts = [(s, []) for s in run.stages[: run.stage_index]] + [(stage, None)]
+            return merged_stage(stage.name, parts, epochs=stage.epochs, iterations=stage.iterations, lr=stage.lr)
+        return run.stage
+
     def end_stage(self, run: RunContext) -> None:
         pass
 
@@ -95,9 +123,10 @@ class Method:
         return loss, {"ce": loss.detach()}
 
     def cross_entropy(self, run: RunContext, image_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CE over the current stage's classes only (MST masks the other sessions' logits this way)."""
-        logits = self.class_logits(run, run.model, image_features, run.stage.classnames, run.stage.train_templates)
-        return F.cross_entropy(logits, labels)
+        """CE over the training stage's classes (MST masks the other sessions' logits this way)."""
+        stage = run.training
+        logits = self.class_logits(run, run.model, image_features, stage.classnames, stage.train_templates)
+        return F.cross_entropy(logits, labels, label_smoothing=run.label_smoothing)
 
     # -- helpers shared by subclasses ------------------------------------------------------
     def encode_prompts(self, run: RunContext, model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
