@@ -10,8 +10,9 @@ from typing import Sequence
 
 import torch
 from open_clip import build_zero_shot_classifier
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from . import distributed
 from .data.stages import ClassificationProbe, RetrievalProbe, Stage
 from .precision import autocast
 from .retrieval import folded_recall, recall_at_k
@@ -50,14 +51,22 @@ class Evaluator:
 
     @torch.no_grad()
     def encode_images(self, model, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        """Normalised image features and labels; in a distributed run each rank encodes its share and all gather."""
+        length, world = len(dataset), distributed.world()
+        if world.distributed:
+            dataset = Subset(dataset, distributed.shard(length))
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda")
         features, labels = [], []
         for images, targets in loader:
             with autocast(self.precision, self.device):
                 encoded = model.encode_image(images.to(self.device, non_blocking=True), normalize=True)
             features.append(encoded.float())
-            labels.append(torch.as_tensor(targets))
-        return torch.cat(features), torch.cat(labels).to(self.device)
+            labels.append(torch.as_tensor(targets).to(self.device))
+        features, labels = torch.cat(features), torch.cat(labels)
+        if world.distributed:
+            features, labels = distributed.gather_shards(features, length), distributed.gather_shards(labels, length)
+        return features, labels
 
     @torch.no_grad()
     def encode_texts(self, model, texts: Sequence[str]) -> torch.Tensor:

@@ -37,7 +37,8 @@ class StopRequest:
 
     def hand_over(self) -> None:
         """Call the handler that was there before ours (submitit requeues and exits), else exit."""
-        signum, self.signum = self.signum, None
+        # Another rank of a distributed run may have been signalled instead: stop the same way.
+        signum, self.signum = self.signum or signal.SIGTERM, None
         previous = self._previous.get(signum)
         self.restore()
         if callable(previous):

@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .evaluation import Evaluator
 from .methods.base import Method, RunContext
 from .packing import packed_device, release_slots
@@ -27,8 +27,8 @@ from .plots import plot_probes
 from .precision import resolve_device, resolve_precision
 from .preemption import StopRequest
 from .results import accuracy_matrix, run_summary, stage_end_rows
-from .tracking import RunTracker
-from .trainer import StageTraining, TrainSettings, set_train_mode
+from .tracking import RunTracker, SilentTracker
+from .trainer import LOG_EVERY, StageTraining, TrainSettings, set_train_mode
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ def record_job(run_dir: Path, **fields) -> None:
     path.write_text(json.dumps(attempts, indent=2))
 
 
-def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool) -> RunTracker:
+def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool) -> RunTracker | SilentTracker:
+    if not distributed.world().is_main:
+        return SilentTracker()
     logger = cfg.logger
     return RunTracker(
         run_dir, config=OmegaConf.to_container(cfg, resolve=True), mode=logger.mode, project=logger.project,
@@ -80,16 +82,23 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the configured task sequence; returns the run summary (also written to ``run_dir``)."""
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    device = (
-        packed_device(Path(cfg.paths.cache_dir) / "device_slots")
-        if cfg.trainer.device == "pack" else resolve_device(cfg.trainer.device)
-    )
-    record_job(run_dir, device=str(device), threads=torch.get_num_threads())
+    world = distributed.init_distributed(cfg.trainer.device)
+    if world.distributed:  # one run folder: rank 0's (Hydra names a folder per process by its clock)
+        run_dir = Path(distributed.broadcast_object(str(run_dir)))
+        device = distributed.device_for(world, resolve_device(cfg.trainer.device))
+    elif cfg.trainer.device == "pack":
+        device = packed_device(Path(cfg.paths.cache_dir) / "device_slots")
+    else:
+        device = resolve_device(cfg.trainer.device)
+    if world.is_main:
+        record_job(run_dir, device=str(device), threads=torch.get_num_threads(), world_size=world.size)
     try:
         return StageLoop(cfg, run_dir, device).run()
     finally:
         release_slots()
-        record_job(run_dir, ended=time.time())
+        if world.is_main:
+            record_job(run_dir, ended=time.time())
+        distributed.shutdown()
 
 
 class StageLoop:
@@ -117,10 +126,13 @@ class StageLoop:
         self.settings = TrainSettings(
             batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers, precision=precision,
             grad_clip_norm=cfg.trainer.grad_clip_norm, freeze_bn=cfg.trainer.freeze_bn,
+            find_unused_parameters=cfg.trainer.ddp_find_unused_parameters,
             progress=cfg.trainer.progress,
         )
         self.make_optimizer = instantiate(cfg.trainer.optimizer)
         self.make_scheduler = instantiate(cfg.trainer.scheduler) if cfg.trainer.get("scheduler") else None
+        self.world = distributed.world()
+        self.main = self.world.is_main
         self.resume = bool(cfg.resume) or checkpoint.requeued()
         self.stop = StopRequest()
         self.rows: list[dict] = []
@@ -140,10 +152,10 @@ class StageLoop:
                     train_stats = self.train(mid_stage if mid_stage and mid_stage["stage_index"] == index else None)
                     self.method.end_stage(context)
                     self.log_row(index + 1, context.stage.name, self.evaluator(context.model, index + 1), train_stats)
-                    if cfg.trainer.checkpoint:
+                    if cfg.trainer.checkpoint and self.main:
                         checkpoint.save(self.run_dir, self.stage_end_state())
                         checkpoint.discard(self.run_dir, checkpoint.MID_STAGE)
-                    if self.stop.requested:
+                    if distributed.any_rank(self.stop.requested):
                         self.stop.hand_over()
                     stop_after = cfg.trainer.stop_after_stage
                     if stop_after and stop_after <= index + 1 < len(self.stages):
@@ -178,9 +190,14 @@ class StageLoop:
             self.log_row(stage, f"{context.stage.name} epoch {epoch}", metrics, {"epoch": epoch})
             set_train_mode(context.model, self.settings.freeze_bn)
         every = self.cfg.trainer.checkpoint_every_steps
-        if self.stop.requested or (every and inside and training.step % every == 0):
-            checkpoint.save(self.run_dir, self.mid_stage_state(training), checkpoint.MID_STAGE)
-            if self.stop.requested:
+        stop = self.stop.requested
+        if self.world.distributed:  # agree on a stop at the same step (checked where the host syncs anyway)
+            stop = distributed.any_rank(stop) if training.step % LOG_EVERY == 0 else False
+        if stop or (every and inside and training.step % every == 0):
+            if self.main:
+                checkpoint.save(self.run_dir, self.mid_stage_state(training), checkpoint.MID_STAGE)
+            distributed.barrier()
+            if stop:
                 log.warning("checkpointed %s at step %d/%d", self.context.stage.name, training.step, training.total)
                 self.stop.hand_over()
 
@@ -194,8 +211,9 @@ class StageLoop:
         names = [stage.name for stage in self.stages]
         summary = run_summary(self.rows, names, self.cfg.eval.get("primary_zero_shot"))
         self.tracker.log_matrix(accuracy_matrix(stage_end_rows(self.rows), names))
-        title = f"{self.method.name} (seed {self.cfg.seed})"
-        self.tracker.log_figure(plot_probes(self.rows, self.run_dir / "probes.png", title=title), "probes")
+        if self.main:
+            title = f"{self.method.name} (seed {self.cfg.seed})"
+            self.tracker.log_figure(plot_probes(self.rows, self.run_dir / "probes.png", title=title), "probes")
         self.tracker.log_summary(summary)
         log.info("summary: %s", _brief(summary))
         return summary

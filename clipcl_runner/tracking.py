@@ -414,6 +414,31 @@ class RunTracker:
         return False  # never swallow the exception
 
 
+class SilentTracker:
+    """The tracker of a distributed run's other ranks: rank 0 writes the run folder and the W&B run."""
+
+    def restore(self, rows: list[dict]) -> None:
+        pass
+
+    def log_eval(self, row: Mapping[str, Any]) -> None:
+        pass
+
+    def log_matrix(self, matrix, name: str = "accuracy_matrix") -> None:
+        pass
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        pass
+
+    def log_figure(self, path: Path | str, key: str) -> None:
+        pass
+
+    def __enter__(self) -> "SilentTracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return False
+
+
 def _quiet_settings(wandb):
     """wandb.Settings that keep a run quiet and fast: no console capture, no system
     metrics sampler, no code/requirements/job snapshots. Unknown keys (older wandb) are

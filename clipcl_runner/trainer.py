@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
+from . import distributed
 from .methods.base import Method, RunContext
 from .models import clamp_logit_scale
 from .precision import autocast, grad_scaler
@@ -33,24 +34,48 @@ class TrainSettings:
     precision: str = "fp32"
     grad_clip_norm: float | None = None
     freeze_bn: bool = False  # keep BatchNorm running statistics fixed (a fair ablation for RN towers)
+    find_unused_parameters: bool = False  # DDP: needed only by a method that leaves trainable parameters unused
     progress: bool = True
 
 
 class EpochShuffle(Sampler[int]):
-    """A fresh permutation per epoch from (seed, epoch), optionally starting part-way through."""
+    """A fresh permutation per epoch from (seed, epoch), optionally starting part-way through.
 
-    def __init__(self, size: int, seed: int):
+    With ``world`` > 1 every rank draws the same permutation and keeps its slice of each global
+    batch of ``batch`` indices, so the ranks together see exactly the batches one process sees.
+    """
+
+    def __init__(self, size: int, seed: int, batch: int = 1, rank: int = 0, world: int = 1):
         self.size, self.seed, self.epoch, self.start = size, seed, 0, 0
+        self.batch, self.rank, self.world = batch, rank, world
 
     def set_position(self, epoch: int, start: int) -> None:
         self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        yield from torch.randperm(self.size, generator=generator)[self.start :].tolist()
+        order = torch.randperm(self.size, generator=generator)[self.start :]
+        if self.world > 1:  # whole global batches only (distributed training drops the last partial one)
+            share = self.batch // self.world
+            order = order[: len(order) // self.batch * self.batch].view(-1, self.world, share)[:, self.rank]
+        yield from order.reshape(-1).tolist()
 
     def __len__(self) -> int:
-        return self.size - self.start
+        remaining = self.size - self.start
+        return remaining if self.world == 1 else remaining // self.batch * (self.batch // self.world)
+
+
+class MethodLoss(nn.Module):
+    """The method's loss as a module's forward, so DistributedDataParallel can wrap it: its parameters
+    are the model's, and the method still calls the plain open_clip model inside."""
+
+    def __init__(self, run: RunContext, method: Method):
+        super().__init__()
+        self.model = run.model
+        self.run_context, self.method = run, method
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor):
+        return self.method.training_loss(self.run_context, images, labels)
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -76,10 +101,16 @@ class StageTraining:
     ):
         self.run_context, self.method, self.parameters, self.settings = run, method, parameters, settings
         stage = run.training  # the task's stage, or what the method trains on instead (replay, joint)
+        world = distributed.world()
+        if world.distributed and (settings.batch_size % world.size or len(stage.train) < settings.batch_size):
+            raise ValueError(
+                f"trainer.batch_size={settings.batch_size} is the global batch: it must be a multiple of the "
+                f"{world.size} processes and at most the {len(stage.train)} images of stage {stage.name}."
+            )
         self.drop_last = len(stage.train) > settings.batch_size
-        self.sampler = EpochShuffle(len(stage.train), seed)
+        self.sampler = EpochShuffle(len(stage.train), seed, settings.batch_size, world.rank, world.size)
         self.loader = DataLoader(
-            stage.train, batch_size=settings.batch_size, sampler=self.sampler, drop_last=self.drop_last,
+            stage.train, batch_size=settings.batch_size // world.size, sampler=self.sampler, drop_last=self.drop_last,
             num_workers=settings.num_workers, pin_memory=run.device.type == "cuda",
             # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG
             # at every epoch start, which would shift the global stream of a run resumed mid-epoch.
@@ -91,6 +122,12 @@ class StageTraining:
         self.optimizer = make_optimizer(parameters, **({"lr": stage.lr} if stage.lr else {}))
         self.scheduler = make_scheduler(self.optimizer, total_steps=self.total) if make_scheduler else None
         self.scaler = grad_scaler(settings.precision, run.device)
+        self.loss = MethodLoss(run, method)
+        if world.distributed:  # gradients averaged over the ranks' slices = the gradient of the global batch
+            self.loss = nn.parallel.DistributedDataParallel(
+                self.loss, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+                find_unused_parameters=settings.find_unused_parameters,
+            )
         self.step = 0
         self.sums: dict[str, float] = {}
 
@@ -138,7 +175,7 @@ class StageTraining:
         images = images.to(run.device, non_blocking=True)
         labels = labels.to(run.device, non_blocking=True)
         with autocast(settings.precision, run.device):
-            loss, terms = self.method.training_loss(run, images, labels)
+            loss, terms = self.loss(images, labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if settings.grad_clip_norm:

@@ -1,0 +1,59 @@
+"""Data-parallel training: two gloo processes under torchrun give the metrics of one process."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipcl_runner.trainer import EpochShuffle
+from conftest import REPO, TEST_PRESET
+
+# Two short stages (10 steps of a global batch of 32) and a cheap evaluation, on the test preset's CLIP.
+# The tiny CLIP is a ResNet: BatchNorm in train mode normalises over each rank's 16 images rather than
+# the 32 of one process, so the comparison keeps BatchNorm statistics fixed (trainer.freeze_bn).
+SHORT = (*TEST_PRESET, "logger=none", "tasks.num_stages=2", "tasks.epochs=null", "tasks.iterations=10",
+         "trainer.freeze_bn=true",
+         "tasks.train_per_class=60", "tasks.test_per_class=40", "trainer.device=cpu", "trainer.threads=1",
+         "trainer.checkpoint=false", "eval.probes.synthetic.retrieval_images=100")
+
+
+def test_ranks_split_every_global_batch_between_them():
+    one = list(EpochShuffle(10, seed=3, batch=4))
+    ranks = [list(EpochShuffle(10, seed=3, batch=4, rank=r, world=2)) for r in range(2)]
+    assert len(EpochShuffle(10, seed=3, batch=4, rank=1, world=2)) == 4
+    # global batch k = rank 0's k-th pair + rank 1's k-th pair; the partial last batch is dropped
+    assert [ranks[0][0:2] + ranks[1][0:2], ranks[0][2:4] + ranks[1][2:4]] == [one[0:4], one[4:8]]
+
+
+def launch(run_dir: Path, *launcher: str) -> dict:
+    command = [*launcher, "-m", "clipcl_runner.cli", *SHORT, f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(pretrained_test_clip, tmp_path):
+    single = launch(tmp_path / "single", sys.executable)
+    pair = launch(tmp_path / "pair", sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  "--nproc_per_node=2")
+    rows = [json.loads(line) for line in (tmp_path / "pair" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["stage"] for row in rows] == [0, 1, 2]  # rank 0 alone wrote the run folder
+    job = json.loads((tmp_path / "pair" / "job.json").read_text())
+    assert job[0]["world_size"] == 2
+    for key, value in single.items():
+        if isinstance(value, float) and value == value:
+            assert pair[key] == pytest.approx(value, abs=0.6), key  # numerical noise flips an image at most
+    assert single["delta/ret/heldout/i2t_r1"] != 0.0  # it trained
+
+
+def test_gathered_shards_come_back_in_order():
+    from clipcl_runner import distributed
+
+    assert list(distributed.shard(5)) == [0, 1, 2, 3, 4]  # one process: everything
+    local = torch.arange(5.0).view(5, 1)
+    assert torch.equal(distributed.gather_shards(local, 5), local)
