@@ -5,8 +5,15 @@
     python scripts/prepare_data.py tiered_imagenet --root data/imagenet/train [--class-list FILE]
     python scripts/prepare_data.py eurosat --root data/eurosat_root [--download]
 
+ZSCL's benchmark datasets (MTIL and CIL; one data folder holds them all in torchvision's layout):
+
+    python scripts/prepare_data.py cifar100 --root data [--download]
+    (aircraft caltech101 cifar10 cifar100 dtd flowers food mnist oxford_pet sun397: --download works;
+     stanford_cars tinyimagenet imagenet: fetched by hand, the instructions are printed)
+
 Exit status 0 when the dataset is complete, 1 otherwise. Nothing is downloaded unless
-``--download`` is given (EuroSAT only: the others need registration or a request to their authors).
+``--download`` is given (torchvision's own downloads; coco, flickr30k, tiered_imagenet, stanford_cars,
+tinyimagenet and imagenet need registration, a request to their authors or a mirror).
 ``--quick`` checks only the files and folders, not every listed image.
 """
 from __future__ import annotations
@@ -16,10 +23,13 @@ import json
 import sys
 from pathlib import Path
 
-from clipcl_runner.data.errors import FETCH_HINTS, prepare_command
+from clipcl_runner.data.errors import FETCH_HINTS, DatasetMissing, prepare_command
 from clipcl_runner.data.folders import EUROSAT_CLASSNAMES, IMAGE_EXTENSIONS, read_class_list, resolve_class_list
+from clipcl_runner.data.vision_datasets import DATASET_FOLDERS, load_vision_dataset
 
-DATASETS = ("coco", "flickr30k", "tiered_imagenet", "eurosat")
+PAPER_DATASETS = ("coco", "flickr30k", "tiered_imagenet", "eurosat")
+VISION_DATASETS = tuple(name for name in DATASET_FOLDERS if name != "eurosat")  # eurosat: one check for both uses
+DATASETS = PAPER_DATASETS + VISION_DATASETS
 SHOW = 5  # missing image names printed per folder
 
 
@@ -110,11 +120,43 @@ def check_eurosat(root: Path, download: bool) -> list[str]:
     return missing
 
 
+def _torchvision_download(name: str, root: Path) -> None:
+    """torchvision's own download (and extraction) of the whole of ``name`` into ``root``; needs internet."""
+    from torchvision import datasets as tv
+
+    classes = {
+        "aircraft": tv.FGVCAircraft, "caltech101": tv.Caltech101, "cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100,
+        "dtd": tv.DTD, "flowers": tv.Flowers102, "food": tv.Food101, "mnist": tv.MNIST,
+        "oxford_pet": tv.OxfordIIITPet, "sun397": tv.SUN397,
+    }
+    if name not in classes:
+        print(f"  {name} cannot be downloaded automatically; see the instructions below.")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"  downloading {name} into {root} (torchvision.datasets.{classes[name].__name__}(download=True)) ...", flush=True)
+    classes[name](str(root), download=True)
+
+
+def check_vision(name: str, root: Path, download: bool) -> list[str]:
+    """Open the dataset exactly as the runner will (ZSCL's split); report what is missing."""
+    if download and not (root / DATASET_FOLDERS[name]).is_dir():
+        _torchvision_download(name, root)
+    try:
+        data = load_vision_dataset(name, root)
+    except DatasetMissing as error:
+        return [error.missing + (f" ({error.detail})" if error.detail else "")]
+    print(f"  ok: {len(data.classnames)} classes, {len(data.train)} train / {len(data.test)} test images in {root / DATASET_FOLDERS[name]}")
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=DATASETS)
-    parser.add_argument("--root", required=True, help="the dataset's folder (tiered_imagenet: the ImageNet class folder)")
-    parser.add_argument("--download", action="store_true", help="EuroSAT only: download it with torchvision")
+    parser.add_argument(
+        "--root", required=True,
+        help="the dataset's folder (tiered_imagenet: the ImageNet class folder; ZSCL's datasets: the folder holding them in torchvision's layout)",
+    )
+    parser.add_argument("--download", action="store_true", help="download with torchvision where it can (not coco/flickr30k/tiered_imagenet/stanford_cars/tinyimagenet/imagenet)")
     parser.add_argument("--class-list", default="tiered_imagenet_test", help="tiered_imagenet: class list file or shipped name")
     parser.add_argument("--quick", action="store_true", help="check files and folders only, not every listed image")
     args = parser.parse_args(argv)
@@ -126,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         missing = check_flickr30k(root, args.quick)
     elif args.name == "tiered_imagenet":
         missing = check_folder_classes(root, args.class_list)
-    else:
+    elif args.name == "eurosat":
         missing = check_eurosat(root, args.download)
+    else:
+        missing = check_vision(args.name, root, args.download)
     if not missing:
         print(f"OK: {args.name} is complete in {root}.")
         return 0
