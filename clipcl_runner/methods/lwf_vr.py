@@ -1,0 +1,67 @@
+"""LwF-VR as ZSCL benchmarks it (Zheng et al., ICCV 2023, baseline "LwF-VR"; github Thunderbeee/ZSCL).
+
+ZSCL's variant of the seed paper's VR-LwF (``vr_lwf``, kept as it is):
+
+- Vocabulary: at every stage start, ``num_texts`` (1000) random texts of ``token_length`` (10)
+  uniformly random ordinary BPE tokens ([SOT, tokens, EOT]), drawn from torch's global RNG
+  (the runner reseeds it per stage, so a resumed stage draws the same texts). Fixed for the stage.
+- Teacher: a frozen copy of the model at the stage start (the previous stage's model). Its text
+  embeddings of the texts are computed once per stage and used on BOTH sides: only the image
+  tower (and the logit scale, when it trains) is distilled.
+- Data: a SECOND batch of current-stage training images each step (as many as the current
+  batch; indices drawn from the global RNG from ``run.training.train``, collated with
+  ``default_collate``), as ZSCL's separate reference loader over the current dataset.
+- Loss: CE + alpha·(image→text + text→image) soft-target distillation at temperature T = 2
+  between z_student = exp(s)·student_image·teacher_textᵀ and z_teacher =
+  exp(s_teacher)·teacher_image·teacher_textᵀ (image→text: softmax over the texts per image;
+  text→image: softmax over the batch per text). alpha = 1 for MTIL, 5 for CIL (ZSCL's code).
+  The loss is ZSCL's soft-target CE·T² minus the teacher's entropy (see
+  ``zscl.soft_target_distillation``): the same gradients, zero when the student is the teacher.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Method, RunContext, frozen_copy
+from .vr_lwf import random_token_texts
+from .zscl import draw_images, encode_texts, soft_target_distillation
+
+
+class LwFVR(Method):
+    def __init__(self, name: str = "lwf_vr", alpha: float = 1.0, temperature: float = 2.0, num_texts: int = 1000,
+                 token_length: int = 10):
+        super().__init__(name)
+        self.alpha, self.temperature, self.num_texts, self.token_length = alpha, temperature, num_texts, token_length
+        self.teacher = self.tokens = self.teacher_texts = None
+
+    def begin_stage(self, run: RunContext) -> None:
+        super().begin_stage(run)
+        self.teacher = frozen_copy(run.model)
+        tokenizer = run.tokenizer
+        self.tokens = random_token_texts(
+            self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length
+        )
+        self.teacher_texts = encode_texts(self.teacher, self.tokens, run.device)
+
+    def end_stage(self, run: RunContext) -> None:
+        self.teacher = self.teacher_texts = None  # the next stage snapshots again; free the memory now
+
+    def vocabulary_distillation(self, run: RunContext, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image→text, text→image) distillation on ``images`` against the stage's fixed random texts."""
+        with torch.no_grad():
+            teacher_images = self.teacher.encode_image(images, normalize=True)
+        student_images = run.model.encode_image(images, normalize=True)
+        student = run.model.logit_scale.exp() * student_images @ self.teacher_texts.t()
+        teacher = self.teacher.logit_scale.exp() * teacher_images @ self.teacher_texts.t()
+        return (
+            soft_target_distillation(student, teacher, self.temperature),
+            soft_target_distillation(student.t(), teacher.t(), self.temperature),
+        )
+
+    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
+        image_features = run.model.encode_image(images, normalize=True)
+        ce = self.cross_entropy(run, image_features, labels)
+        second = draw_images(run.training.train, len(images), run.device)
+        image_term, text_term = self.vocabulary_distillation(run, second)
+        loss = ce + self.alpha * (image_term + text_term)
+        return loss, {"ce": ce.detach(), "vr_image": image_term.detach(), "vr_text": text_term.detach()}

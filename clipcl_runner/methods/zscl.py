@@ -1,0 +1,197 @@
+"""ZSCL (Zheng et al., ICCV 2023, "Preventing Zero-Shot Transfer Degradation in Continual Learning of
+Vision-Language Models"; github Thunderbeee/ZSCL).
+
+Per step: CE on the current batch, plus distillation of the INITIAL model's image-text logits on a
+reference set (``clipcl_runner.data.reference``), plus a weight ensemble over the stage.
+
+- Teacher: a frozen copy of the model as ``setup`` finds it (the pretrained CLIP), kept for all
+  stages (not the previous stage's model, as LwF would). A resumed run rebuilds it the same way,
+  since ``setup`` runs before a checkpoint is loaded.
+- Reference distillation, every step: ``ref_batch_size`` reference images (indices drawn from
+  torch's global RNG, without replacement) against reference sentences. Logits are
+  z = exp(logit_scale)·cos(image, sentence); student logits use the student's image features,
+  teacher logits the teacher's. Two terms, both at temperature T: image→text (softmax over the
+  sentences, per image) and text→image (softmax over the batch images, per sentence); weights
+  ``image_weight`` / ``text_weight`` (1 each in ZSCL's MTIL scripts, 5 each in its CIL code).
+- Sentences: as in ZSCL's code, the teacher's text embeddings of the sentences are computed once
+  (in ``setup``) and used on BOTH sides (``text_features: teacher``), so the distillation trains
+  the image tower only and the text tower is trained by the CE alone. ``text_features: student``
+  encodes the sentences with the student's text tower instead (distilling the text tower too;
+  needed for ``part=text``, where the image term cannot move anything). ``num_ref_texts: null``
+  uses every sentence every step (ZSCL's choice: its whole Conceptual-Captions caption set);
+  a number draws that many sentences afresh every step from the global RNG (cheaper with
+  ``text_features: student``).
+- Loss form: ZSCL's soft-target cross-entropy CE(softmax(t/T), s/T)·T² minus the teacher's entropy
+  (a constant), i.e. KL·T²: the same gradients, and exactly zero when student and teacher agree.
+- Weight ensemble (WE, ZSCL's ``--we --avg_freq``): at the stage start θ̄ = θ_start (count 1);
+  after every ``we_every``-th optimiser step (steps we_every, 2·we_every, ..., counted per stage,
+  the stage's last step included when it is a multiple) θ̄ ← (θ̄·n + θ)/(n + 1), n += 1. At the
+  stage end the model takes θ̄ (trainable parameters only; BatchNorm statistics stay the trained
+  model's): the next stage starts from θ̄ and θ̄ is what is evaluated. Training itself continues
+  from the unaveraged θ during the stage, and mid-stage evaluations (OST) see θ̄, as in ZSCL.
+  ZSCL's loop averages after its steps 1, 1+f, 1+2f, ... of 1001; this one after f, 2f, ..., T of
+  T steps: the same number of samples, shifted by one step. ``we_every: null`` turns WE off.
+- ``l2``: optional L2 pull Σ‖θ − θ_start‖² towards the stage-start weights (ZSCL's MTIL script
+  passes ``--l2 1``; the paper's method does not have it), 0 by default.
+- State (running average, its count, the step counter) is in ``state_dict`` for exact resume.
+"""
+from __future__ import annotations
+
+import logging
+
+import hydra
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from ..data.reference import ReferenceSet
+from .base import Method, RunContext, distillation_kl, frozen_copy
+from .weights import RunningAverage, load_parameters_, trainable_snapshot, with_parameters
+
+log = logging.getLogger(__name__)
+TEXT_FEATURES = ("teacher", "student")
+
+
+def soft_target_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
+    """ZSCL's distillation loss up to a constant: KL(p_teacher ‖ p_student) at ``temperature``, times T²."""
+    return distillation_kl(student_logits, teacher_logits, temperature) * temperature**2
+
+
+def encode_texts(model: nn.Module, tokens: torch.Tensor, device: torch.device, chunk: int = 1024) -> torch.Tensor:
+    """Normalised text embeddings of many token rows, without gradient, in chunks."""
+    with torch.no_grad():
+        return torch.cat([model.encode_text(part.to(device), normalize=True) for part in tokens.split(chunk)])
+
+
+def draw_images(dataset, count: int, device: torch.device) -> torch.Tensor:
+    """``count`` images of ``dataset`` at indices drawn without replacement from torch's global RNG."""
+    picked = torch.randperm(len(dataset))[:count].tolist()
+    images = default_collate([dataset[i] for i in picked])[0]
+    return images.to(device, non_blocking=True)
+
+
+class ZSCL(Method):
+    def __init__(
+        self,
+        name: str = "zscl",
+        reference=None,
+        ref_batch_size: int = 64,
+        num_ref_texts: int | None = None,
+        temperature: float = 2.0,
+        image_weight: float = 1.0,
+        text_weight: float = 1.0,
+        text_features: str = "teacher",
+        we_every: int | None = 100,
+        l2: float = 0.0,
+    ):
+        super().__init__(name)
+        if text_features not in TEXT_FEATURES:
+            raise ValueError(f"method.text_features='{text_features}' is not one of {TEXT_FEATURES}.")
+        if we_every is not None and we_every < 1:
+            raise ValueError(f"method.we_every={we_every} must be >= 1 (or null: no weight ensemble).")
+        if reference is None:
+            raise ValueError("ZSCL needs a reference set (method.reference, e.g. `reference=synthetic`).")
+        self.reference, self.ref_batch_size, self.num_ref_texts = reference, ref_batch_size, num_ref_texts
+        self.temperature, self.image_weight, self.text_weight = temperature, image_weight, text_weight
+        self.text_features, self.we_every, self.l2 = text_features, we_every, l2
+        self.teacher = None
+        self.average: RunningAverage | None = None
+        self.stage_start: dict[str, torch.Tensor] | None = None
+        self.step = self.averaged_step = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def setup(self, run: RunContext) -> list[nn.Parameter]:
+        parameters = super().setup(run)
+        self.teacher = frozen_copy(run.model)  # the initial model, for every stage
+        reference = self.reference
+        if not isinstance(reference, ReferenceSet):  # a builder config: `_target_` + kwargs
+            reference = hydra.utils.instantiate(reference, clip=run.clip)
+        self.reference_set = reference
+        self.reference_tokens = run.tokenizer(list(reference.sentences))
+        self.reference_texts = encode_texts(self.teacher, self.reference_tokens, run.device)
+        if run.part == "text" and self.text_features == "teacher":
+            log.warning("ZSCL with part=text and text_features=teacher: the distillation cannot reach the "
+                        "trained (text) tower; use method.text_features=student.")
+        log.info("ZSCL reference set: %d images, %d sentences", len(reference.images), len(reference.sentences))
+        return parameters
+
+    def begin_stage(self, run: RunContext) -> None:
+        super().begin_stage(run)
+        self.step = self.averaged_step = 0
+        self.average = RunningAverage(trainable_snapshot(run.model)) if self.we_every else None
+        self.stage_start = trainable_snapshot(run.model) if self.l2 else None
+
+    def average_if_due(self, run: RunContext) -> None:
+        """Add θ to the weight ensemble after every ``we_every``-th step (once per step)."""
+        if self.average is not None and self.step > self.averaged_step and self.step % self.we_every == 0:
+            self.average.update(run.model)
+            self.averaged_step = self.step
+
+    def end_stage(self, run: RunContext) -> None:
+        if self.average is not None:
+            self.average_if_due(run)  # the stage's last step, when it is an averaging point
+            load_parameters_(run.model, self.average.values_like(run.model))
+        self.stage_start = None
+
+    def model_for_evaluation(self, run: RunContext) -> nn.Module:
+        if self.average is None:
+            return run.model
+        self.average_if_due(run)  # what the next step would add anyway (it is added once)
+        return with_parameters(run.model, self.average.values_like(run.model))
+
+    def state_dict(self) -> dict:
+        return {
+            "average": self.average.state_dict() if self.average is not None else None,
+            "step": self.step,
+            "averaged_step": self.averaged_step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        self.step, self.averaged_step = int(state["step"]), int(state["averaged_step"])
+        if state["average"] is not None:
+            self.average = RunningAverage()
+            self.average.load_state_dict(state["average"])
+
+    # -- the loss ------------------------------------------------------------------------------
+    def reference_distillation(self, run: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image→text, text→image) distillation of the initial model's logits on a reference batch."""
+        images = draw_images(self.reference_set.images, self.ref_batch_size, run.device)
+        count = len(self.reference_texts)
+        picked = None
+        if self.num_ref_texts is not None and self.num_ref_texts < count:  # a fresh subset every step
+            picked = torch.randperm(count)[: self.num_ref_texts]
+        teacher_texts = self.reference_texts if picked is None else self.reference_texts[picked.to(run.device)]
+        if self.text_features == "student":
+            tokens = self.reference_tokens if picked is None else self.reference_tokens[picked]
+            student_texts = run.model.encode_text(tokens.to(run.device), normalize=True)
+        else:
+            student_texts = teacher_texts
+        with torch.no_grad():
+            teacher_images = self.teacher.encode_image(images, normalize=True)
+        student_images = run.model.encode_image(images, normalize=True)
+        student = run.model.logit_scale.exp() * student_images @ student_texts.t()
+        teacher = self.teacher.logit_scale.exp() * teacher_images @ teacher_texts.t()
+        return (
+            soft_target_distillation(student, teacher, self.temperature),
+            soft_target_distillation(student.t(), teacher.t(), self.temperature),
+        )
+
+    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
+        self.average_if_due(run)  # θ here is the model after ``self.step`` optimiser steps
+        image_features = run.model.encode_image(images, normalize=True)
+        ce = self.cross_entropy(run, image_features, labels)
+        image_term, text_term = self.reference_distillation(run)
+        loss = ce + self.image_weight * image_term + self.text_weight * text_term
+        terms = {"ce": ce.detach(), "zscl_image": image_term.detach(), "zscl_text": text_term.detach()}
+        if self.stage_start is not None:
+            l2 = sum(
+                ((param - self.stage_start[name]) ** 2).sum()
+                for name, param in run.model.named_parameters()
+                if name in self.stage_start
+            )
+            loss = loss + self.l2 * l2
+            terms["l2"] = l2.detach()
+        self.step += 1
+        return loss, terms
