@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from . import distributed
 from .data.stages import ClassificationProbe, RetrievalProbe, Stage
 from .precision import autocast
+from .text_encoding import encode_text, used_length
 from .retrieval import folded_recall, recall_at_k
 
 log = logging.getLogger(__name__)
@@ -72,9 +73,10 @@ class Evaluator:
     def encode_texts(self, model, texts: Sequence[str]) -> torch.Tensor:
         chunks = []
         for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
+            tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
+            length = used_length(tokens)
             with autocast(self.precision, self.device):
-                chunks.append(model.encode_text(tokens, normalize=True).float())
+                chunks.append(encode_text(model, tokens.to(self.device), length=length).float())
         return torch.cat(chunks)
 
     def head(self, model, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:

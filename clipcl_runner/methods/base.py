@@ -16,6 +16,7 @@ from torch import nn
 
 from ..data.stages import Stage, merged_stage
 from ..models import select_trainable
+from ..text_encoding import encode_text, used_length
 
 
 TRAIN_HEADS = ("stage", "seen")
@@ -130,8 +131,9 @@ class Method:
 
     # -- helpers shared by subclasses ------------------------------------------------------
     def encode_prompts(self, run: RunContext, model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
-        tokens = run.tokenizer(list(texts)).to(run.device)
-        return model.encode_text(tokens, normalize=True)
+        tokens = run.tokenizer(list(texts))
+        length = used_length(tokens)  # read on the host, before the tokens go to the device
+        return encode_text(model, tokens.to(run.device), length=length)
 
     def class_features(self, run: RunContext, model: nn.Module, classnames, templates) -> torch.Tensor:
         """Normalised class embeddings (template-averaged), with gradient when the text tower trains."""

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from ..text_encoding import encode_text, used_length
 from .base import RunContext, distillation_kl
 from .lwf import LwF
 
@@ -60,11 +61,14 @@ class VRLwF(LwF):
         super().begin_stage(run)
         if self.vocabulary is not None:
             if self.vocabulary_tokens is None:
-                self.vocabulary_tokens = run.tokenizer(list(self.vocabulary)).to(run.device)
+                tokens = run.tokenizer(list(self.vocabulary))
+                self.text_length = used_length(tokens)
+                self.vocabulary_tokens = tokens.to(run.device)
             with torch.no_grad():
-                self.teacher_vocabulary = torch.cat(
-                    [self.teacher.encode_text(chunk, normalize=True) for chunk in self.vocabulary_tokens.split(1024)]
-                )
+                self.teacher_vocabulary = torch.cat([
+                    encode_text(self.teacher, chunk, length=self.text_length)
+                    for chunk in self.vocabulary_tokens.split(1024)
+                ])
 
     def draw_texts(self, run: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's K texts as tokens, and the teacher's normalised embeddings of them."""
@@ -74,15 +78,16 @@ class VRLwF(LwF):
                 self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id,
                 tokenizer.context_length,
             ).to(run.device)
+            self.text_length = self.token_length + 2  # [SOT, tokens, EOT]: the rest is padding
             with torch.no_grad():
-                return tokens, self.teacher.encode_text(tokens, normalize=True)
+                return tokens, encode_text(self.teacher, tokens, length=self.text_length)
         picked = torch.randperm(len(self.vocabulary_tokens))[: self.num_texts].to(run.device)
         return self.vocabulary_tokens[picked], self.teacher_vocabulary[picked]
 
     def vocabulary_kl(self, run: RunContext, image_features, teacher_image_features) -> torch.Tensor:
         tokens, teacher_texts = self.draw_texts(run)
         with torch.set_grad_enabled(run.part != "image"):
-            student_texts = run.model.encode_text(tokens, normalize=True)
+            student_texts = encode_text(run.model, tokens, length=self.text_length)
         student = run.model.logit_scale.exp() * image_features @ student_texts.t()
         teacher = self.teacher.logit_scale.exp() * teacher_image_features @ teacher_texts.t()
         return distillation_kl(student, teacher, self.temperature)

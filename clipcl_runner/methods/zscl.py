@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ..data.reference import ReferenceSet
+from ..text_encoding import encode_text, used_length
 from .base import Method, RunContext, distillation_kl, frozen_copy
 from .weights import RunningAverage, load_parameters_, trainable_snapshot, with_parameters
 
@@ -60,7 +61,7 @@ def soft_target_distillation(student_logits: torch.Tensor, teacher_logits: torch
 def encode_texts(model: nn.Module, tokens: torch.Tensor, device: torch.device, chunk: int = 1024) -> torch.Tensor:
     """Normalised text embeddings of many token rows, without gradient, in chunks."""
     with torch.no_grad():
-        return torch.cat([model.encode_text(part.to(device), normalize=True) for part in tokens.split(chunk)])
+        return torch.cat([encode_text(model, part.to(device), length=used_length(part)) for part in tokens.split(chunk)])
 
 
 def draw_images(dataset, count: int, device: torch.device) -> torch.Tensor:
@@ -109,6 +110,7 @@ class ZSCL(Method):
         self.reference_set = reference
         self.reference_tokens = run.tokenizer(list(reference.sentences))
         self.reference_texts = encode_texts(self.teacher, self.reference_tokens, run.device)
+        self.reference_length = used_length(self.reference_tokens)
         if run.part == "text" and self.text_features == "teacher":
             log.warning("ZSCL with part=text and text_features=teacher: the distillation cannot reach the "
                         "trained (text) tower; use method.text_features=student.")
@@ -165,7 +167,7 @@ class ZSCL(Method):
         teacher_texts = self.reference_texts if picked is None else self.reference_texts[picked.to(run.device)]
         if self.text_features == "student":
             tokens = self.reference_tokens if picked is None else self.reference_tokens[picked]
-            student_texts = run.model.encode_text(tokens.to(run.device), normalize=True)
+            student_texts = encode_text(run.model, tokens.to(run.device), length=self.reference_length)
         else:
             student_texts = teacher_texts
         with torch.no_grad():
