@@ -120,7 +120,7 @@ class StageLoop:
         self.context = RunContext(
             model=clip.model, tokenizer=clip.tokenizer, device=device, stages=self.stages,
             part=cfg.part, train_logit_scale=cfg.trainer.train_logit_scale, train_head=cfg.trainer.train_head,
-            label_smoothing=cfg.trainer.label_smoothing, clip=clip,
+            label_smoothing=cfg.trainer.label_smoothing, clip=clip, precision=precision,
         )
         self.parameters = self.method.setup(self.context)  # after this, the model may be wrapped (RKR)
         self.settings = TrainSettings(

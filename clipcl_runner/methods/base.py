@@ -37,6 +37,7 @@ class RunContext:
     label_smoothing: float = 0.0
     clip: object = None  # the ClipBundle (transforms), for methods that build their own data (ZSCL's reference set)
     train_stage: Stage | None = None  # what the current stage trains on (set by the stage loop)
+    precision: str = "fp32"  # the resolved precision: bf16 | fp16 autocast on CUDA, else fp32
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -46,6 +47,11 @@ class RunContext:
     @property
     def stage(self) -> Stage:
         return self.stages[self.stage_index]
+
+    @property
+    def teacher_dtype(self) -> torch.dtype | None:
+        """The dtype frozen teachers are stored in: the autocast dtype, or None (keep the model's)."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     @property
     def training(self) -> Stage:
@@ -60,12 +66,16 @@ class RunContext:
         return names
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy for use as a teacher: no shared storage, no gradients, eval mode."""
+def frozen_copy(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A deep copy for use as a teacher: no shared storage, no gradients, eval mode.
+
+    ``dtype`` (the run's compute dtype under bf16/fp16 autocast) stores the teacher's weights in
+    it: half the memory, and no per-step casts of weights that never change.
+    """
     teacher = copy.deepcopy(model)
     teacher.eval()
     teacher.requires_grad_(False)
-    return teacher
+    return teacher if dtype is None else teacher.to(dtype)
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -110,7 +110,7 @@ class GeoDL(Method):
 
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
-        self.teacher = frozen_copy(run.model)
+        self.teacher = frozen_copy(run.model, run.teacher_dtype)
 
     def end_stage(self, run: RunContext) -> None:
         self.teacher = None  # the next stage snapshots the model again

@@ -86,7 +86,7 @@ class ICaRL(Method):
     # -- lifecycle -----------------------------------------------------------------------------
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
-        self.teacher = frozen_copy(run.model) if run.stage_index > 0 else None  # nothing old to keep yet
+        self.teacher = frozen_copy(run.model, run.teacher_dtype) if run.stage_index > 0 else None  # nothing old to keep yet
         self.old_classes = sum(len(stage.classnames) for stage in run.stages[: run.stage_index])
 
     def training_stage(self, run: RunContext) -> Stage | None:

@@ -22,7 +22,7 @@ class LwF(Method):
 
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
-        self.teacher = frozen_copy(run.model)
+        self.teacher = frozen_copy(run.model, run.teacher_dtype)
         # MST distils over every class seen so far; OST/one-stage runs see only the current ones.
         self.distilled_names = run.seen_classnames() if self.distill_classes == "seen" else list(run.stage.classnames)
 

@@ -36,7 +36,7 @@ class LwFVR(Method):
 
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
-        self.teacher = frozen_copy(run.model)
+        self.teacher = frozen_copy(run.model, run.teacher_dtype)
         tokenizer = run.tokenizer
         self.tokens = random_token_texts(
             self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length

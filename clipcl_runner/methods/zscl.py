@@ -103,7 +103,7 @@ class ZSCL(Method):
     # -- lifecycle -----------------------------------------------------------------------------
     def setup(self, run: RunContext) -> list[nn.Parameter]:
         parameters = super().setup(run)
-        self.teacher = frozen_copy(run.model)  # the initial model, for every stage
+        self.teacher = frozen_copy(run.model, run.teacher_dtype)  # the initial model, for every stage
         reference = self.reference
         if not isinstance(reference, ReferenceSet):  # a builder config: `_target_` + kwargs
             reference = hydra.utils.instantiate(reference, clip=run.clip)
