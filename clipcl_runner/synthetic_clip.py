@@ -23,17 +23,20 @@ from tqdm.auto import tqdm
 
 from .data.stages import normalise_uint8
 from .data.synthetic import pretraining_set
+from .text_encoding import encode_text, used_length
 from .trainer import cosine_with_warmup
 from .models import MODEL_CONFIG_DIR, ClipBundle, clamp_logit_scale, load_open_clip, register_model_configs
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "SynthCLIP-RN-Tiny"
 CHECKPOINT_NAME = f"{MODEL_NAME}.pt"
+RECIPE = 2  # 2: fused AdamW, captions encoded up to their last EOT
 
 
 def cache_key(pretrain: dict) -> str:
     architecture = json.loads((MODEL_CONFIG_DIR / f"{MODEL_NAME}.json").read_text())
-    blob = json.dumps({"pretrain": pretrain, "architecture": architecture, "format": 1}, sort_keys=True)
+    # ``recipe`` changes whenever the pretraining code does, so a cache never holds another recipe's model.
+    blob = json.dumps({"pretrain": pretrain, "architecture": architecture, "recipe": RECIPE}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -71,7 +74,10 @@ def pretrain(
     tokens = tokenizer([text for texts in data.captions for text in texts]).view(num_images, captions_per_image, -1)
     log.info("synthetic pretraining data: %d images made in %.1fs", num_images, time.perf_counter() - started)
 
-    optimizer = torch.optim.AdamW(weight_decay_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    text_length = used_length(tokens.view(-1, tokens.shape[-1]))
+    optimizer = torch.optim.AdamW(
+        weight_decay_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=True
+    )
     steps_per_epoch = math.ceil(num_images / batch_size)
     total = steps_per_epoch * epochs
     schedule = cosine_with_warmup(optimizer, total, warmup_steps=max(1, int(warmup_fraction * total)))
@@ -84,8 +90,9 @@ def pretrain(
         caption_choice = torch.randint(0, captions_per_image, (num_images,), generator=generator)
         for start in range(0, num_images, batch_size):
             index = order[start : start + batch_size]
-            image_features, text_features, logit_scale = model(images[index], tokens[index, caption_choice[index]])
-            loss = loss_fn(image_features, text_features, logit_scale)
+            image_features = model.encode_image(images[index], normalize=True)
+            text_features = encode_text(model, tokens[index, caption_choice[index]], length=text_length)
+            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -40,7 +40,7 @@ def main() -> int:
     from clipcl_runner.report import write_report
 
     report = write_report([args.out], args.out / "report")
-    print(f"\n## finetune vs LwF vs VR-LwF on the synthetic world (mean ± std over seeds {args.seeds})\n")
+    print(f"\n## {args.methods.replace(',', ' vs ')} on the synthetic world (mean ± std over seeds {args.seeds})\n")
     print(report["table"])
     print("\nΔ = after the last task minus the pretrained model (percentage points).")
     print(f"report and comparison plot: {args.out / 'report'}")

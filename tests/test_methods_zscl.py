@@ -241,6 +241,23 @@ def test_zscl_weight_ensemble_is_the_running_average_it_claims():
     assert any(not torch.allclose(params[name], last[name]) for name in last)  # not simply the last weights
 
 
+def test_zscl_weight_ensemble_counts_the_last_weights_of_a_short_stage():
+    run = tiny_run("whole")
+    data = run.stages[0].train
+    run.stages = [Stage("T1", ["shape0a", "shape0b"], data, data, iterations=3)]
+    method = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, we_every=100)
+    parameters = method.setup(run)
+    method.begin_stage(run)
+    start = trainable_snapshot(run.model)
+    train_stage(run, method, parameters, None)
+    last = trainable_snapshot(run.model)
+    method.end_stage(run)
+    assert method.average.count == 2  # the start and the last weights: not the start alone
+    params = dict(run.model.named_parameters())
+    for name in start:
+        assert torch.allclose(params[name], (start[name] + last[name]) / 2, atol=1e-6), name
+
+
 def test_zscl_weight_ensemble_state_resumes_mid_stage():
     run = tiny_run("image")
     method = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, we_every=1)
@@ -389,7 +406,7 @@ def test_joint_trains_on_everything_at_the_first_stage_and_nothing_after():
 @pytest.mark.parametrize("name,cls,values", [
     ("icarl", ICaRL, {"memory_size": 2000, "alpha": 1.0, "temperature": 2.0}),
     ("wise_ft", WiSEFT, {"ratio": 0.5}),
-    ("zscl", ZSCL, {"we_every": 100, "temperature": 2.0, "image_weight": 1.0, "text_weight": 1.0,
+    ("zscl", ZSCL, {"we_every": 10, "temperature": 2.0, "image_weight": 1.0, "text_weight": 1.0,
                     "num_ref_texts": None, "text_features": "teacher", "l2": 0.0}),
     ("lwf_vr", LwFVR, {"alpha": 1.0, "temperature": 2.0, "num_texts": 1000, "token_length": 10}),
     ("joint", Joint, {}),

@@ -24,8 +24,9 @@ reference set (``clipcl_runner.data.reference``), plus a weight ensemble over th
 - Loss form: ZSCL's soft-target cross-entropy CE(softmax(t/T), s/T)·T² minus the teacher's entropy
   (a constant), i.e. KL·T²: the same gradients, and exactly zero when student and teacher agree.
 - Weight ensemble (WE, ZSCL's ``--we --avg_freq``): at the stage start θ̄ = θ_start (count 1);
-  after every ``we_every``-th optimiser step (steps we_every, 2·we_every, ..., counted per stage,
-  the stage's last step included when it is a multiple) θ̄ ← (θ̄·n + θ)/(n + 1), n += 1. At the
+  after every ``we_every``-th optimiser step (steps we_every, 2·we_every, ..., counted per stage)
+  θ̄ ← (θ̄·n + θ)/(n + 1), n += 1, and after the stage's last step in any case (a stage shorter
+  than ``we_every`` would otherwise end on its start weights and learn nothing). At the
   stage end the model takes θ̄ (trainable parameters only; BatchNorm statistics stay the trained
   model's): the next stage starts from θ̄ and θ̄ is what is evaluated. Training itself continues
   from the unaveraged θ during the stage, and mid-stage evaluations (OST) see θ̄, as in ZSCL.
@@ -131,7 +132,9 @@ class ZSCL(Method):
 
     def end_stage(self, run: RunContext) -> None:
         if self.average is not None:
-            self.average_if_due(run)  # the stage's last step, when it is an averaging point
+            if self.step > self.averaged_step:  # the final weights always count, also in a stage
+                self.average.update(run.model)   # shorter than we_every (else it would not learn at all)
+                self.averaged_step = self.step
             load_parameters_(run.model, self.average.values_like(run.model))
         self.stage_start = None
 
