@@ -30,7 +30,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_train_step.py
+	$(BIN)/python scripts/bench.py --json outputs/bench/bench.json
 
 clean:
 	rm -rf $(VENV)

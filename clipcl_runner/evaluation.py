@@ -9,7 +9,7 @@ import logging
 from typing import Sequence
 
 import torch
-from open_clip import build_zero_shot_classifier
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed
@@ -63,8 +63,8 @@ class Evaluator:
             with autocast(self.precision, self.device):
                 encoded = model.encode_image(images.to(self.device, non_blocking=True), normalize=True)
             features.append(encoded.float())
-            labels.append(torch.as_tensor(targets).to(self.device))
-        features, labels = torch.cat(features), torch.cat(labels)
+            labels.append(torch.as_tensor(targets))
+        features, labels = torch.cat(features), torch.cat(labels).to(self.device)
         if world.distributed:
             features, labels = distributed.gather_shards(features, length), distributed.gather_shards(labels, length)
         return features, labels
@@ -80,11 +80,11 @@ class Evaluator:
         return torch.cat(chunks)
 
     def head(self, model, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
-        with autocast(self.precision, self.device):
-            weights = build_zero_shot_classifier(
-                model, self.tokenizer, list(classnames), list(templates), num_classes_per_batch=50, device=self.device
-            )
-        return weights.float()
+        """(D, C) zero-shot weights: each class's prompts encoded, averaged over templates, normalised
+        (open_clip's ``build_zero_shot_classifier``, with the prompts cut after their last EOT)."""
+        texts = [template.format(name) for name in classnames for template in templates]
+        features = self.encode_texts(model, texts).view(len(classnames), len(templates), -1).mean(dim=1)
+        return F.normalize(features, dim=-1).t()
 
     def _task_classes(self, stage_index: int, completed: int) -> tuple[list[str], int]:
         """Class names of the head that classifies stage ``stage_index``'s test set, and that stage's offset in it."""

@@ -112,6 +112,7 @@ class StageTraining:
         self.loader = DataLoader(
             stage.train, batch_size=settings.batch_size // world.size, sampler=self.sampler, drop_last=self.drop_last,
             num_workers=settings.num_workers, pin_memory=run.device.type == "cuda",
+            persistent_workers=settings.num_workers > 0,  # no worker restart at every epoch
             # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG
             # at every epoch start, which would shift the global stream of a run resumed mid-epoch.
             generator=torch.Generator().manual_seed(seed),

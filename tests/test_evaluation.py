@@ -78,3 +78,14 @@ def test_balanced_accuracy_weights_every_class_equally():
     logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     assert accuracy(logits, targets) == pytest.approx(75.0)
     assert balanced_accuracy(logits, targets) == pytest.approx((2 / 3 + 1) / 2 * 100)
+
+
+def test_zero_shot_head_equals_open_clips_classifier_builder(model_and_tokenizer):
+    from open_clip import build_zero_shot_classifier
+
+    model, tokenizer = model_and_tokenizer
+    names, templates = ["red star", "blue hexagon", "cat"], ["a photo of a {}.", "a {} thing", "{}"]
+    evaluator = Evaluator([], [], tokenizer, torch.device("cpu"), batch_size=4)  # chunks split a class's prompts
+    with torch.no_grad():
+        reference = build_zero_shot_classifier(model, tokenizer, names, templates, device="cpu")
+        torch.testing.assert_close(evaluator.head(model, names, templates), reference, rtol=1e-5, atol=1e-6)

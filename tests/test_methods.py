@@ -161,3 +161,39 @@ def test_cross_entropy_sees_only_the_current_sessions_classes():
     assert old_tokens and not old_tokens & new_tokens
     assert all(grad[token].abs().sum() == 0 for token in old_tokens)
     assert all(grad[token].abs().sum() > 0 for token in new_tokens)
+
+
+@pytest.mark.parametrize("method_name", ["lwf", "vr_lwf"])
+def test_lwf_encodes_the_student_prompts_once_with_the_same_loss_and_gradients(method_name):
+    from clipcl_runner.methods.lwf import LwF
+    from clipcl_runner.methods.vr_lwf import VRLwF
+
+    run = tiny_run(stages=2)
+    method = LwF() if method_name == "lwf" else VRLwF(num_texts=4)
+    parameters = method.setup(run)
+    run.stage_index = 1
+    method.begin_stage(run)
+    run.train_stage = method.training_stage(run)
+    assert method.ce_rows.tolist() == [2, 3]  # the current classes among the seen ones
+    images, labels = run.stage.train.images[:6], run.stage.train.labels[:6]
+    with torch.no_grad():
+        for p in run.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # student != teacher, so the LwF term is not zero
+
+    def loss_and_grads():
+        torch.manual_seed(1)  # the same random texts for VR-LwF
+        for p in parameters:
+            p.grad = None
+        loss, terms = method.training_loss(run, images, labels)
+        loss.backward()
+        return loss.detach(), terms, [p.grad.clone() for p in parameters if p.grad is not None]
+
+    shared_loss, shared_terms, shared_grads = loss_and_grads()
+    rows, method.ce_rows = method.ce_rows, None  # the two-pass path
+    separate_loss, separate_terms, separate_grads = loss_and_grads()
+    assert shared_terms["lwf"] > 0
+    torch.testing.assert_close(shared_loss, separate_loss)
+    for key in shared_terms:
+        torch.testing.assert_close(shared_terms[key], separate_terms[key])
+    for shared, separate in zip(shared_grads, separate_grads):
+        torch.testing.assert_close(shared, separate, rtol=1e-4, atol=1e-5)  # summation order only

@@ -100,6 +100,7 @@ class Method:
 
     def begin_stage(self, run: RunContext) -> None:
         self._frozen_text_cache: dict[tuple, torch.Tensor] = {}
+        self._prompt_tokens: dict[tuple, tuple[torch.Tensor, int]] = {}
 
     def training_stage(self, run: RunContext) -> Stage | None:
         """The data, classes and schedule this stage trains on (None: no training this stage).
@@ -141,9 +142,14 @@ class Method:
 
     # -- helpers shared by subclasses ------------------------------------------------------
     def encode_prompts(self, run: RunContext, model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
-        tokens = run.tokenizer(list(texts))
-        length = used_length(tokens)  # read on the host, before the tokens go to the device
-        return encode_text(model, tokens.to(run.device), length=length)
+        """Normalised text features; prompts are tokenised and sent to the device once per stage."""
+        cache = self.__dict__.setdefault("_prompt_tokens", {})
+        key = tuple(texts)
+        if key not in cache:
+            tokens = run.tokenizer(list(texts))
+            cache[key] = (tokens.to(run.device), used_length(tokens))  # length read on the host
+        tokens, length = cache[key]
+        return encode_text(model, tokens, length=length)
 
     def class_features(self, run: RunContext, model: nn.Module, classnames, templates) -> torch.Tensor:
         """Normalised class embeddings (template-averaged), with gradient when the text tower trains."""

@@ -95,12 +95,14 @@ class VRLwF(LwF):
     def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
         image_features = run.model.encode_image(images, normalize=True)
         teacher_image_features = self.teacher_image_features(images)
-        ce = self.cross_entropy(run, image_features, labels)
+        if self.include_lwf:  # the paper's MST form: LwF over seen classes inside the alpha bracket
+            ce, lwf = self.ce_and_lwf(run, image_features, teacher_image_features, labels)
+        else:
+            ce, lwf = self.cross_entropy(run, image_features, labels), None
         vr = self.vocabulary_kl(run, image_features, teacher_image_features)
         terms = {"ce": ce.detach(), "vr": vr.detach()}
         distill = vr
-        if self.include_lwf:  # the paper's MST form: LwF over seen classes inside the alpha bracket
-            lwf = self.lwf_kl(run, image_features, teacher_image_features)
+        if lwf is not None:
             distill = distill + lwf
             terms["lwf"] = lwf.detach()
         return ce + self.alpha * distill, terms
