@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, compose_config, run_cli
 
-GROUPS = ["model", "method", "tasks", "eval", "trainer", "logger", "paths", "experiment"]
+GROUPS = ["model", "method", "tasks", "eval", "reference", "trainer", "logger", "paths", "experiment"]
 
 
 def options(group: str) -> list[str]:
@@ -65,3 +65,46 @@ def test_cli_bad_part_fails_before_loading_anything(tmp_path):
     result = run_cli("part=both", f"paths.output_dir={tmp_path}", timeout=120)
     assert result.returncode != 0
     assert "part='both' is not one of ['whole', 'image', 'text']" in result.stderr
+
+
+# Each method's config defaults (what `clipcl method=<name>` builds, with no experiment).
+METHOD_DEFAULTS = {
+    "zeroshot": {}, "finetune": {},
+    "lwf": {"alpha": 1.0, "temperature": 2.0, "distill_classes": "seen"},
+    "vr_lwf": {"alpha": 1.0, "temperature": 2.0, "num_texts": 100, "token_length": 8, "include_lwf": True},
+    "geodl": {"alpha": 10.0, "subspace_dim": 128},
+    "imm": {"alpha": 0.6},
+    "rkr": {"rank": 4},
+    "icarl": {"memory_size": 2000, "alpha": 1.0, "temperature": 2.0},
+    "wise_ft": {"ratio": 0.5},
+    "zscl": {"we_every": 10, "temperature": 2.0, "image_weight": 1.0, "text_weight": 1.0, "num_ref_texts": None,
+             "text_features": "teacher", "l2": 0.0},
+    "lwf_vr": {"alpha": 1.0, "temperature": 2.0, "num_texts": 1000, "token_length": 10},
+    "joint": {},
+}
+
+
+def test_every_method_has_its_defaults_listed():
+    assert sorted(METHOD_DEFAULTS) == options("method")
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_DEFAULTS))
+def test_method_configs_instantiate_with_their_defaults(name):
+    from hydra.utils import instantiate
+
+    method = instantiate(compose_config(f"method={name}").method, _convert_="all")
+    assert method.name == name and method.trains == (name != "zeroshot")
+    for key, value in METHOD_DEFAULTS[name].items():
+        assert getattr(method, key) == value, key
+    assert instantiate(compose_config(f"method={name}", "method.name=x").method, _convert_="all").name == "x"
+
+
+@pytest.mark.parametrize("experiment,weights,we_every", [("zscl_mtil", 1.0, 100), ("zscl_cil", 5.0, 10)])
+def test_zscl_experiments_set_the_protocols_distillation_weights(experiment, weights, we_every):
+    from hydra.utils import instantiate
+
+    for name, keys in (("zscl", ("image_weight", "text_weight")), ("lwf_vr", ("alpha",))):
+        method = instantiate(compose_config(f"experiment={experiment}", f"method={name}").method, _convert_="all")
+        assert all(getattr(method, key) == weights for key in keys)
+    zscl = instantiate(compose_config(f"experiment={experiment}", "method=zscl").method, _convert_="all")
+    assert zscl.we_every == we_every

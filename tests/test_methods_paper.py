@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from clipcl_runner.methods.base import frozen_copy
@@ -15,7 +13,7 @@ from clipcl_runner.methods.geodl import GeoDL, geodesic_distance, geodesic_flow_
 from clipcl_runner.methods.imm import MeanIMM
 from clipcl_runner.methods.rkr import RKR, RectifiedLinear, RectifiedMultiheadAttention, Rectifier
 from clipcl_runner.models import tower_of
-from conftest import compose_config, tiny_run
+from conftest import tiny_run
 
 torch.set_num_threads(1)
 
@@ -262,16 +260,3 @@ def test_rkr_multihead_attention_with_separate_key_value_dims():
     assert sum(isinstance(m, Rectifier) for m in wrapped.modules()) == 4
 
 
-# --- configs --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "name,cls,values",
-    [("geodl", GeoDL, {"alpha": 10.0, "subspace_dim": 128}), ("imm", MeanIMM, {"alpha": 0.6}), ("rkr", RKR, {"rank": 4})],
-)
-def test_method_configs_compose_and_instantiate(name, cls, values):
-    cfg = compose_config(f"method={name}")
-    method = instantiate(cfg.method, _convert_="all")
-    assert isinstance(method, cls) and method.name == name and method.trains
-    for key, value in values.items():
-        assert getattr(method, key) == value
-    override = instantiate(compose_config(f"method={name}", "method.name=x").method)
-    assert override.name == "x" and math.isfinite(float(getattr(override, next(iter(values)))))
