@@ -109,7 +109,11 @@ class StageLoop:
         precision = resolve_precision(cfg.trainer.precision, device)
         seed_everything(cfg.seed)
         log.info("run folder %s | device %s | precision %s", run_dir, device, precision)
+        if device.type == "cuda":  # TF32 matmuls/convolutions for whatever still runs in fp32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.trainer.tf32)
         clip = instantiate(cfg.model, device=device)
+        if cfg.trainer.channels_last:
+            clip.model.to(memory_format=torch.channels_last)
         self.stages = instantiate(cfg.tasks, clip=clip)
         self.method: Method = instantiate(cfg.method, _convert_="all")
         self.evaluator = Evaluator(
@@ -126,7 +130,8 @@ class StageLoop:
         self.settings = TrainSettings(
             batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers, precision=precision,
             grad_clip_norm=cfg.trainer.grad_clip_norm, freeze_bn=cfg.trainer.freeze_bn,
-            find_unused_parameters=cfg.trainer.ddp_find_unused_parameters,
+            find_unused_parameters=cfg.trainer.ddp_find_unused_parameters, compile=cfg.trainer.compile,
+            channels_last=cfg.trainer.channels_last,
             progress=cfg.trainer.progress,
         )
         self.make_optimizer = instantiate(cfg.trainer.optimizer)

@@ -35,6 +35,8 @@ class TrainSettings:
     grad_clip_norm: float | None = None
     freeze_bn: bool = False  # keep BatchNorm running statistics fixed (a fair ablation for RN towers)
     find_unused_parameters: bool = False  # DDP: needed only by a method that leaves trainable parameters unused
+    compile: bool = False  # torch.compile the method's loss (model + method terms); pays on long GPU stages only
+    channels_last: bool = False  # NHWC images (the model is converted by the runner): faster ResNet towers on GPU
     progress: bool = True
 
 
@@ -129,6 +131,8 @@ class StageTraining:
                 self.loss, device_ids=[run.device.index] if run.device.type == "cuda" else None,
                 find_unused_parameters=settings.find_unused_parameters,
             )
+        if settings.compile:
+            self.loss = torch.compile(self.loss)
         self.step = 0
         self.sums: dict[str, float] = {}
 
@@ -174,6 +178,8 @@ class StageTraining:
         """One optimiser step; returns the detached loss terms (device tensors: no host sync here)."""
         run, settings = self.run_context, self.settings
         images = images.to(run.device, non_blocking=True)
+        if settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(run.device, non_blocking=True)
         with autocast(settings.precision, run.device):
             loss, terms = self.loss(images, labels)
