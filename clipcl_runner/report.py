@@ -70,6 +70,8 @@ SYNTHETIC_METRICS = {
     "delta/zs/colour_shape/acc": "Δ colour+shape",
 }
 FALLBACK_METRICS = ("ut_acc", "bwt", "forgetting", "a_acc")
+MTIL_METRICS = ("transfer", "avg", "last", "bwt", "forgetting")  # ZSCL's MTIL table (+ BWT, forgetting)
+CIL_METRICS = ("cil_avg", "cil_last")
 KNOWN_LABELS = {
     **SYNTHETIC_METRICS,
     "bwt": "BWT",
@@ -79,6 +81,8 @@ KNOWN_LABELS = {
     "avg": "avg acc",
     "last": "last",
     "a_acc": "A-Acc",
+    "cil_avg": "CIL avg",
+    "cil_last": "CIL last",
 }
 STAT_SUFFIXES = ("/mean", "/std", "/n")
 
@@ -396,12 +400,17 @@ def _strip_stat(column: str) -> str:
 
 
 def default_metrics(columns: Iterable[str]) -> list[str]:
-    """The synthetic protocol's headline metrics when present, else ``ut_acc``, ``bwt``,
-    ``forgetting``, ``a_acc`` and every ``delta/*`` metric that exists."""
+    """The synthetic protocol's headline metrics when present; CIL's Avg / Last for class-incremental
+    runs; MTIL's Transfer / Avg / Last (+ BWT, forgetting) for runs with a zero-shot row and no
+    probes; else ``ut_acc``, ``bwt``, ``forgetting``, ``a_acc`` and every ``delta/*`` metric that exists."""
     names = list(dict.fromkeys(_strip_stat(c) for c in columns))
     present = set(names)
     if any(m in present for m in SYNTHETIC_METRICS if m.startswith("delta/")):
         return [m for m in SYNTHETIC_METRICS if m in present]
+    if "cil_avg" in present:
+        return [m for m in CIL_METRICS if m in present]
+    if "zero_shot_transfer" in present and not any(m.startswith("delta/") for m in names):
+        return [m for m in MTIL_METRICS if m in present]
     return [m for m in FALLBACK_METRICS if m in present] + [m for m in names if m.startswith("delta/")]
 
 

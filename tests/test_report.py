@@ -170,6 +170,16 @@ def test_comparison_table_markdown(sweep):
     assert "| finetune | -7.0 ± 3.6 | 3 |" in custom
 
 
+@pytest.mark.parametrize("columns,expected", [
+    (["ut_acc/mean", "transfer/mean", "avg/mean", "last/mean", "bwt/mean", "forgetting/mean",
+      "zero_shot_transfer/mean"], ["transfer", "avg", "last", "bwt", "forgetting"]),  # MTIL
+    (["ut_acc/mean", "bwt/mean", "cil_avg/mean", "cil_last/mean"], ["cil_avg", "cil_last"]),  # class-incremental
+])
+def test_default_metrics_of_zscls_protocols(columns, expected):
+    assert report.default_metrics(columns) == expected
+    assert report.metric_label("cil_avg") == "CIL avg"
+
+
 def test_default_metrics_fall_back_to_delta_keys():
     cols = ["ut_acc", "bwt", "forgetting", "a_acc", "avg", "delta/zs/cifar100/acc", "delta/ret/coco/i2t_r1"]
     assert report.default_metrics(cols) == cols[:4] + cols[5:]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from clipcl_runner import metrics
+from clipcl_runner.report import write_report
 from clipcl_runner.runner import run
 from conftest import compose_config
 from test_data_zscl import write_aircraft, write_cifar100, write_mnist
@@ -58,6 +59,8 @@ def test_mini_mtil_gives_the_matrix_and_transfer_avg_last(data_root, tmp_path, m
     for key in ("transfer", "avg", "last", "bwt", "forgetting", "zero_shot_transfer"):
         assert summary[key] == pytest.approx(expected[key], nan_ok=True), key
     assert rows[-1]["train/steps"] == 3
+    table = write_report([run_dir], tmp_path / "report")["table"]
+    assert "| transfer | avg acc | last | BWT | forgetting |" in table  # MTIL's columns
 
 
 def test_mini_cil_reports_accuracy_on_every_seen_class(data_root, tmp_path):
@@ -71,6 +74,7 @@ def test_mini_cil_reports_accuracy_on_every_seen_class(data_root, tmp_path):
     assert [row["train/steps"] for row in rows] == [20 // 8, 110 // 8, 110 // 8]
     summary = json.loads((run_dir / "summary.json").read_text())
     steps = [row["cil/acc"] for row in rows]
+    assert "| CIL avg | CIL last |" in write_report([run_dir], tmp_path / "report")["table"]
     assert summary["cil_avg"] == pytest.approx(sum(steps) / 3) and summary["cil_last"] == pytest.approx(steps[-1])
     # after step 2, every seen test image (10 + 45, one per class) is classified among the 55 seen classes
     after_two = rows[1]
