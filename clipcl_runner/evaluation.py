@@ -47,6 +47,7 @@ class Evaluator:
         self.stages, self.probes = list(stages), list(probes)
         self.tokenizer, self.device, self.precision = tokenizer, device, precision
         self.batch_size, self.num_workers, self.task_head = batch_size, num_workers, task_head
+        self._tokens: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
         # The paper's MST matrix is class-balanced (mean per-class recall); plain top-1 otherwise.
         self.task_accuracy = balanced_accuracy if balanced else accuracy
 
@@ -69,15 +70,23 @@ class Evaluator:
             features, labels = distributed.gather_shards(features, length), distributed.gather_shards(labels, length)
         return features, labels
 
+    def token_chunks(self, texts: Sequence[str]) -> list[tuple[torch.Tensor, int]]:
+        """``texts`` tokenised in chunks of ``batch_size`` with each chunk's used length, once per run:
+        the same prompts and captions come back at every evaluation."""
+        key = tuple(texts)
+        if key not in self._tokens:
+            chunks = [self.tokenizer(list(texts[start : start + self.batch_size]))
+                      for start in range(0, len(texts), self.batch_size)]
+            self._tokens[key] = [(tokens, used_length(tokens)) for tokens in chunks]
+        return self._tokens[key]
+
     @torch.no_grad()
     def encode_texts(self, model, texts: Sequence[str]) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
-            length = used_length(tokens)
+        encoded = []
+        for tokens, length in self.token_chunks(texts):
             with autocast(self.precision, self.device):
-                chunks.append(encode_text(model, tokens.to(self.device), length=length).float())
-        return torch.cat(chunks)
+                encoded.append(encode_text(model, tokens.to(self.device, non_blocking=True), length=length).float())
+        return torch.cat(encoded)
 
     def head(self, model, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
         """(D, C) zero-shot weights: each class's prompts encoded, averaged over templates, normalised
