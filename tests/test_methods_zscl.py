@@ -216,13 +216,19 @@ def test_running_average_and_interpolation_helpers():
 
 
 # --- ZSCL ------------------------------------------------------------------------------------------
-def test_zscl_weight_ensemble_is_the_running_average_it_claims():
+def zscl_on_one_stage(iterations: int, we_every: int):
+    """A run of one stage of ``iterations`` steps and a ZSCL with its stage begun."""
     run = tiny_run("whole")
     data = run.stages[0].train
-    run.stages = [Stage("T1", ["shape0a", "shape0b"], data, data, iterations=6)]
-    method = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, we_every=2)
+    run.stages = [Stage("T1", ["shape0a", "shape0b"], data, data, iterations=iterations)]
+    method = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, we_every=we_every)
     parameters = method.setup(run)
     method.begin_stage(run)
+    return run, method, parameters
+
+
+def test_zscl_weight_ensemble_is_the_running_average_it_claims():
+    run, method, parameters = zscl_on_one_stage(iterations=6, we_every=2)
     snapshots = [trainable_snapshot(run.model)]  # θ_start counts as the first sample
 
     def after_step(training):
@@ -242,12 +248,7 @@ def test_zscl_weight_ensemble_is_the_running_average_it_claims():
 
 
 def test_zscl_weight_ensemble_counts_the_last_weights_of_a_short_stage():
-    run = tiny_run("whole")
-    data = run.stages[0].train
-    run.stages = [Stage("T1", ["shape0a", "shape0b"], data, data, iterations=3)]
-    method = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, we_every=100)
-    parameters = method.setup(run)
-    method.begin_stage(run)
+    run, method, parameters = zscl_on_one_stage(iterations=3, we_every=100)
     start = trainable_snapshot(run.model)
     train_stage(run, method, parameters, None)
     last = trainable_snapshot(run.model)
