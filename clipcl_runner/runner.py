@@ -119,7 +119,7 @@ class StageLoop:
         self.evaluator = Evaluator(
             self.stages, build_probes(cfg.eval.get("probes"), clip), clip.tokenizer, device, precision,
             batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers, task_head=cfg.eval.task_head,
-            balanced=cfg.eval.balanced,
+            balanced=cfg.eval.balanced, decoded_cache=cfg.eval.decoded_cache,
         )
         self.context = RunContext(
             model=clip.model, tokenizer=clip.tokenizer, device=device, stages=self.stages,
@@ -131,7 +131,7 @@ class StageLoop:
             batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers, precision=precision,
             grad_clip_norm=cfg.trainer.grad_clip_norm, freeze_bn=cfg.trainer.freeze_bn,
             find_unused_parameters=cfg.trainer.ddp_find_unused_parameters, compile=cfg.trainer.compile,
-            channels_last=cfg.trainer.channels_last,
+            channels_last=cfg.trainer.channels_last, decoded_cache=cfg.trainer.decoded_cache,
             progress=cfg.trainer.progress,
         )
         self.make_optimizer = instantiate(cfg.trainer.optimizer)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from . import distributed
+from .data.decoded import decoded
 from .methods.base import Method, RunContext
 from .models import clamp_logit_scale
 from .precision import autocast, grad_scaler
@@ -37,6 +38,7 @@ class TrainSettings:
     find_unused_parameters: bool = False  # DDP: needed only by a method that leaves trainable parameters unused
     compile: bool = False  # torch.compile the method's loss (model + method terms); pays on long GPU stages only
     channels_last: bool = False  # NHWC images (the model is converted by the runner): faster ResNet towers on GPU
+    decoded_cache: bool = False  # decode the stage's images once into memory (small datasets)
     progress: bool = True
 
 
@@ -111,8 +113,9 @@ class StageTraining:
             )
         self.drop_last = len(stage.train) > settings.batch_size
         self.sampler = EpochShuffle(len(stage.train), seed, settings.batch_size, world.rank, world.size)
+        train = decoded(stage.train, settings.num_workers) if settings.decoded_cache else stage.train
         self.loader = DataLoader(
-            stage.train, batch_size=settings.batch_size // world.size, sampler=self.sampler, drop_last=self.drop_last,
+            train, batch_size=settings.batch_size // world.size, sampler=self.sampler, drop_last=self.drop_last,
             num_workers=settings.num_workers, pin_memory=run.device.type == "cuda",
             persistent_workers=settings.num_workers > 0,  # no worker restart at every epoch
             # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG
