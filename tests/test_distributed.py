@@ -29,9 +29,10 @@ def test_ranks_split_every_global_batch_between_them():
     assert [ranks[0][0:2] + ranks[1][0:2], ranks[0][2:4] + ranks[1][2:4]] == [one[0:4], one[4:8]]
 
 
-def launch(run_dir: Path, *launcher: str) -> dict:
+def launch(run_dir: Path, *launcher: str, env: dict | None = None) -> dict:
+    """The SHORT run under ``launcher`` (a python, torchrun or srun command line); its summary."""
     command = [*launcher, "-m", "clipcl_runner.cli", *SHORT, f"hydra.run.dir={run_dir}"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((run_dir / "summary.json").read_text())
 
@@ -41,10 +42,14 @@ def test_two_gloo_processes_match_one_process(pretrained_test_clip, tmp_path):
     single = launch(tmp_path / "single", sys.executable)
     pair = launch(tmp_path / "pair", sys.executable, "-m", "torch.distributed.run", "--standalone",
                   "--nproc_per_node=2")
-    rows = [json.loads(line) for line in (tmp_path / "pair" / "metrics.jsonl").read_text().splitlines()]
+    assert_same_run(single, pair, tmp_path / "pair")
+
+
+def assert_same_run(single: dict, pair: dict, pair_dir: Path) -> None:
+    rows = [json.loads(line) for line in (pair_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["stage"] for row in rows] == [0, 1, 2]  # rank 0 alone wrote the run folder
-    job = json.loads((tmp_path / "pair" / "job.json").read_text())
-    assert job[0]["world_size"] == 2
+    job = json.loads((pair_dir / "job.json").read_text())
+    assert len(job) == 1 and job[0]["world_size"] == 2
     for key, value in single.items():
         if isinstance(value, float) and value == value:
             assert pair[key] == pytest.approx(value, abs=0.6), key  # numerical noise flips an image at most

@@ -5,6 +5,7 @@ one on this machine; `.ci/run` does that. Without one every test here is skipped
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -187,3 +188,15 @@ def test_slurm_preempted_job_is_requeued_and_resumes_exactly(slurm_cluster, pret
     reference = run(compose_config(*TEST_PRESET, "logger=none", *overrides, output_dir=tmp_path), torch_reference)
     for key, value in reference.items():
         assert preempted[key] == pytest.approx(value, abs=1e-9) or (preempted[key] is None and value != value), key
+
+
+def test_srun_two_tasks_train_data_parallel_like_one_process(slurm_cluster, pretrained_test_clip, tmp_path):
+    """DDP driven by SLURM's environment (SLURM_PROCID / SLURM_NTASKS, MASTER_ADDR / MASTER_PORT), as
+    `srun` in a batch script starts it: the same metrics as one process."""
+    from test_distributed import assert_same_run, launch
+
+    single = launch(tmp_path / "single", sys.executable)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    srun = ["srun", "--ntasks=2", "--cpus-per-task=1", "--export=ALL", "--time=10", sys.executable]
+    pair = launch(tmp_path / "pair", *srun, env=env)
+    assert_same_run(single, pair, tmp_path / "pair")
