@@ -54,3 +54,10 @@ def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = True, 
         "clip.attn_mask": model.attn_mask[:length, :length],
     }
     return functional_call(_EncodeText(model), cut, (tokens[:, :length], normalize), strict=False)
+
+
+def encode_frozen(model: nn.Module, tokens: torch.Tensor, device: torch.device, chunk: int = 1024) -> torch.Tensor:
+    """Normalised features of many token rows (host tensors) without gradient, ``chunk`` rows at a time:
+    a teacher's embeddings of a vocabulary or reference sentences, computed once."""
+    with torch.no_grad():
+        return torch.cat([encode_text(model, part.to(device), length=used_length(part)) for part in tokens.split(chunk)])

@@ -92,6 +92,12 @@ class Method:
 
     def __init__(self, name: str):
         self.name = name
+        self._reset_text_caches()
+
+    def _reset_text_caches(self) -> None:
+        # Per stage: a text tower that trains changes between stages; tokens are small either way.
+        self._frozen_text_cache: dict[tuple, torch.Tensor] = {}
+        self._prompt_tokens: dict[tuple, tuple[torch.Tensor, int]] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     def setup(self, run: RunContext) -> list[nn.Parameter]:
@@ -99,8 +105,7 @@ class Method:
         return select_trainable(run.model, run.part, run.train_logit_scale)
 
     def begin_stage(self, run: RunContext) -> None:
-        self._frozen_text_cache: dict[tuple, torch.Tensor] = {}
-        self._prompt_tokens: dict[tuple, tuple[torch.Tensor, int]] = {}
+        self._reset_text_caches()
 
     def training_stage(self, run: RunContext) -> Stage | None:
         """The data, classes and schedule this stage trains on (None: no training this stage).
@@ -143,12 +148,11 @@ class Method:
     # -- helpers shared by subclasses ------------------------------------------------------
     def encode_prompts(self, run: RunContext, model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
         """Normalised text features; prompts are tokenised and sent to the device once per stage."""
-        cache = self.__dict__.setdefault("_prompt_tokens", {})
         key = tuple(texts)
-        if key not in cache:
+        if key not in self._prompt_tokens:
             tokens = run.tokenizer(list(texts))
-            cache[key] = (tokens.to(run.device), used_length(tokens))  # length read on the host
-        tokens, length = cache[key]
+            self._prompt_tokens[key] = (tokens.to(run.device), used_length(tokens))  # length read on the host
+        tokens, length = self._prompt_tokens[key]
         return encode_text(model, tokens, length=length)
 
     def class_features(self, run: RunContext, model: nn.Module, classnames, templates) -> torch.Tensor:

@@ -22,12 +22,11 @@ that). The paper's (CL-CLIP) alpha is 0.6 for ``whole``/``image`` and 0.7 for ``
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from .base import RunContext
 from .finetune import Finetune
+from .weights import interpolate_, interpolated, trainable_snapshot, with_parameters
 
 
 class MeanIMM(Finetune):
@@ -40,35 +39,26 @@ class MeanIMM(Finetune):
 
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
-        self.old_parameters = {
-            name: param.detach().clone() for name, param in run.model.named_parameters() if param.requires_grad
-        }
+        self.old_parameters = trainable_snapshot(run.model)
 
-    def merged(self, name: str, new: torch.Tensor) -> torch.Tensor:
-        return self.alpha * new + (1 - self.alpha) * self.old_parameters[name]
+    def merged_parameters(self, run: RunContext) -> dict[str, torch.Tensor]:
+        """The merge alpha·θ_new + (1 − alpha)·θ_old of every trainable parameter (model unchanged)."""
+        if self.old_parameters is None:
+            raise RuntimeError("merging needs a stage in progress (call begin_stage first).")
+        params = dict(run.model.named_parameters())
+        return {name: interpolated(old, params[name].detach(), self.alpha) for name, old in self.old_parameters.items()}
 
     def merged_state(self, run: RunContext) -> dict[str, torch.Tensor]:
         """``run.model.state_dict()`` with the trainable parameters replaced by their merge (model unchanged)."""
-        if self.old_parameters is None:
-            raise RuntimeError("merged_state needs a stage in progress (call begin_stage first).")
-        state = run.model.state_dict()
-        with torch.no_grad():
-            for name in self.old_parameters:
-                state[name] = self.merged(name, state[name])
-        return state
+        return {**run.model.state_dict(), **self.merged_parameters(run)}
 
     def model_for_evaluation(self, run: RunContext):
         if self.old_parameters is None:  # between stages the model is already the merged one
             return run.model
-        merged = copy.deepcopy(run.model)
-        merged.load_state_dict(self.merged_state(run))
-        return merged
+        return with_parameters(run.model, self.merged_parameters(run))
 
     def end_stage(self, run: RunContext) -> None:
-        with torch.no_grad():
-            for name, param in run.model.named_parameters():
-                if name in self.old_parameters:
-                    param.copy_(self.merged(name, param))
+        interpolate_(run.model, self.old_parameters, self.alpha)
         self.old_parameters = None
 
     # No state beyond the model: checkpoints are written after end_stage, so the model already

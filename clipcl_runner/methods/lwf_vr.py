@@ -24,7 +24,8 @@ import torch
 
 from .base import Method, RunContext, frozen_copy
 from .vr_lwf import random_token_texts
-from .zscl import draw_images, encode_texts, soft_target_distillation
+from ..text_encoding import encode_frozen
+from .zscl import draw_images, soft_target_distillation
 
 
 class LwFVR(Method):
@@ -41,7 +42,7 @@ class LwFVR(Method):
         self.tokens = random_token_texts(
             self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length
         )
-        self.teacher_texts = encode_texts(self.teacher, self.tokens, run.device)
+        self.teacher_texts = encode_frozen(self.teacher, self.tokens, run.device)
 
     def end_stage(self, run: RunContext) -> None:
         self.teacher = self.teacher_texts = None  # the next stage snapshots again; free the memory now

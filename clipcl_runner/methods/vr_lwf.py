@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ..text_encoding import encode_text, used_length
+from ..text_encoding import encode_frozen, encode_text, used_length
 from .base import RunContext, distillation_kl
 from .lwf import LwF
 
@@ -64,11 +64,7 @@ class VRLwF(LwF):
                 tokens = run.tokenizer(list(self.vocabulary))
                 self.text_length = used_length(tokens)
                 self.vocabulary_tokens = tokens.to(run.device)
-            with torch.no_grad():
-                self.teacher_vocabulary = torch.cat([
-                    encode_text(self.teacher, chunk, length=self.text_length)
-                    for chunk in self.vocabulary_tokens.split(1024)
-                ])
+            self.teacher_vocabulary = encode_frozen(self.teacher, self.vocabulary_tokens.cpu(), run.device)
 
     def draw_texts(self, run: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's K texts as tokens, and the teacher's normalised embeddings of them."""

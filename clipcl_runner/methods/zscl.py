@@ -46,7 +46,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ..data.reference import ReferenceSet
-from ..text_encoding import encode_text, used_length
+from ..text_encoding import encode_frozen, encode_text, used_length
 from .base import Method, RunContext, distillation_kl, frozen_copy
 from .weights import RunningAverage, load_parameters_, trainable_snapshot, with_parameters
 
@@ -57,12 +57,6 @@ TEXT_FEATURES = ("teacher", "student")
 def soft_target_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
     """ZSCL's distillation loss up to a constant: KL(p_teacher ‖ p_student) at ``temperature``, times T²."""
     return distillation_kl(student_logits, teacher_logits, temperature) * temperature**2
-
-
-def encode_texts(model: nn.Module, tokens: torch.Tensor, device: torch.device, chunk: int = 1024) -> torch.Tensor:
-    """Normalised text embeddings of many token rows, without gradient, in chunks."""
-    with torch.no_grad():
-        return torch.cat([encode_text(model, part.to(device), length=used_length(part)) for part in tokens.split(chunk)])
 
 
 def draw_images(dataset, count: int, device: torch.device) -> torch.Tensor:
@@ -110,7 +104,7 @@ class ZSCL(Method):
             reference = hydra.utils.instantiate(reference, clip=run.clip)
         self.reference_set = reference
         self.reference_tokens = run.tokenizer(list(reference.sentences))
-        self.reference_texts = encode_texts(self.teacher, self.reference_tokens, run.device)
+        self.reference_texts = encode_frozen(self.teacher, self.reference_tokens, run.device)
         self.reference_length = used_length(self.reference_tokens)
         if run.part == "text" and self.text_features == "teacher":
             log.warning("ZSCL with part=text and text_features=teacher: the distillation cannot reach the "
