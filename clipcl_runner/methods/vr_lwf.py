@@ -5,6 +5,12 @@ BPE tokens, EOT] as in the paper, and adds alpha * KL(softmax z_old(x, V) || sof
 z_new(x, V)) on the current images; both student towers get gradient. With a vocabulary
 (a list of texts or a file with one text per line) the K texts are drawn from it instead,
 and the teacher's embeddings of the whole vocabulary are computed once per stage.
+
+The LwF term over the seen classes' prompts (``include_lwf``) joins the alpha bracket from
+stage ``lwf_from_stage`` on: loss = CE + alpha * (LwF + VR). With the default 1 the first
+stage (and so OST, a single stage) is CE + alpha * VR; docs/fidelity.md lists the test that
+pins this against the CL-CLIP code. ``lwf_from_stage=0`` also distils the pretrained model's
+class probabilities in the first stage.
 """
 from __future__ import annotations
 
@@ -51,9 +57,13 @@ class VRLwF(LwF):
         vocabulary: Sequence[str] | str | None = None,
         include_lwf: bool = True,
         distill_classes: str = "seen",
+        lwf_from_stage: int = 1,
     ):
         super().__init__(name, alpha=alpha, temperature=temperature, distill_classes=distill_classes)
+        if lwf_from_stage < 0:
+            raise ValueError(f"method.lwf_from_stage={lwf_from_stage} must be >= 0 (the first stage is 0).")
         self.num_texts, self.token_length, self.include_lwf = num_texts, token_length, include_lwf
+        self.lwf_from_stage = lwf_from_stage
         self.vocabulary = read_vocabulary(vocabulary) if isinstance(vocabulary, (str, Path)) else vocabulary
         self.vocabulary_tokens = None
 
@@ -88,10 +98,13 @@ class VRLwF(LwF):
         teacher = self.teacher.logit_scale.exp() * teacher_image_features @ teacher_texts.t()
         return distillation_kl(student, teacher, self.temperature)
 
+    def lwf_active(self, run: RunContext) -> bool:
+        return self.include_lwf and run.stage_index >= self.lwf_from_stage
+
     def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
         image_features = run.model.encode_image(images, normalize=True)
         teacher_image_features = self.teacher_image_features(images)
-        if self.include_lwf:  # the paper's MST form: LwF over seen classes inside the alpha bracket
+        if self.lwf_active(run):  # LwF over the seen classes inside the alpha bracket
             ce, lwf = self.ce_and_lwf(run, image_features, teacher_image_features, labels)
         else:
             ce, lwf = self.cross_entropy(run, image_features, labels), None
@@ -101,4 +114,6 @@ class VRLwF(LwF):
         if lwf is not None:
             distill = distill + lwf
             terms["lwf"] = lwf.detach()
+        elif self.include_lwf:  # same logged keys in every stage
+            terms["lwf"] = vr.detach().new_zeros(())
         return ce + self.alpha * distill, terms
