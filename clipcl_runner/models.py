@@ -84,17 +84,61 @@ def _tag_is_cached(model_name: str, pretrained: str, cache_dir: str | None) -> b
     return False
 
 
+def tag_quick_gelu(name: str, pretrained: str | None) -> bool | None:
+    """Whether a pretrained tag's weights were trained with QuickGELU (None: no tag, e.g. a file).
+
+    OpenAI's CLIP weights were (open_clip's pretrained config says ``quick_gelu: True`` for them).
+    """
+    if not pretrained or os.path.isfile(pretrained):
+        return None
+    cfg = open_clip.get_pretrained_cfg(name, pretrained)
+    return bool(cfg.get("quick_gelu", False)) if cfg else None
+
+
+def built_activation(model: nn.Module) -> str | None:
+    """The MLP activation the built transformers use: 'quick_gelu', 'gelu', or None (none found)."""
+    kinds = set()
+    for module in model.modules():
+        if type(module).__name__ == "QuickGELU":
+            kinds.add("quick_gelu")
+        elif isinstance(module, nn.GELU):
+            kinds.add("gelu")
+    if len(kinds) > 1:
+        raise ValueError(f"the model mixes activations {sorted(kinds)}; expected one kind.")
+    return kinds.pop() if kinds else None
+
+
+def _check_activation(model: nn.Module, name: str, pretrained: str | None, wanted: bool | None) -> None:
+    """A network whose activation differs from what its weights were trained with is refused."""
+    built = built_activation(model)
+    if built is None or wanted is None:
+        return
+    if (built == "quick_gelu") != wanted:
+        raise ValueError(
+            f"open_clip built {name} with {built} but model.pretrained='{pretrained}' needs "
+            f"{'quick_gelu' if wanted else 'gelu'}: set model.quick_gelu={str(wanted).lower()} "
+            f"(or use the '{name}-quickgelu' model name)."
+        )
+
+
 def load_open_clip(
     name: str,
     pretrained: str | None = None,
     cache_dir: str | None = None,
     allow_download: bool = True,
     device: str | torch.device = "cpu",
+    quick_gelu: bool | None = None,
+    load_weights: bool = True,
 ) -> ClipBundle:
     """Build an open_clip model, loading ``pretrained`` (a tag such as ``openai`` or a file path).
 
     A tag whose weights are not cached fails with a message naming the file to fetch and where
     to put it, instead of open_clip's network error deep inside hub code.
+
+    ``quick_gelu``: None takes the activation the tag's weights were trained with (QuickGELU for
+    OpenAI's; open_clip 3.x itself would build nn.GELU for ``ViT-B-32`` + ``openai`` and only
+    warn); true/false force it. A built activation that differs from the tag's is an error.
+    ``load_weights=False`` builds the same network with random weights and fetches nothing.
     """
     register_model_configs()
     if name not in open_clip.list_models():
@@ -108,17 +152,27 @@ def load_open_clip(
                 f"model.pretrained='{pretrained}' is neither a file nor a pretrained tag of {name} "
                 f"(tags: {tags}). Pass an existing checkpoint path or one of the tags."
             )
+    trained_with = tag_quick_gelu(name, pretrained)
+    if quick_gelu is not None and trained_with is not None and bool(quick_gelu) != trained_with:
+        raise ValueError(
+            f"model.quick_gelu={str(quick_gelu).lower()} but the '{pretrained}' weights of {name} were trained "
+            f"with quick_gelu={str(trained_with).lower()}: leave model.quick_gelu=null."
+        )
+    wanted = trained_with if quick_gelu is None else bool(quick_gelu)
+    if pretrained and not os.path.isfile(pretrained) and load_weights:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not allow_download
         if offline and not _tag_is_cached(name, pretrained, cache_dir):
             raise PretrainedWeightsMissing(_weights_hint(name, pretrained, cache_dir))
     try:
         model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, cache_dir=cache_dir, device=device
+            name, pretrained=pretrained if load_weights else None, cache_dir=cache_dir, device=device,
+            force_quick_gelu=bool(wanted),
         )
     except RuntimeError as error:
         if pretrained and not os.path.isfile(pretrained):
             raise PretrainedWeightsMissing(_weights_hint(name, pretrained, cache_dir)) from error
         raise
+    _check_activation(model, name, pretrained, wanted)
     visual = model.visual
     return ClipBundle(
         model=model,

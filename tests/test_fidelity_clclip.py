@@ -85,3 +85,36 @@ def test_vr_lwf_rejects_a_negative_lwf_stage():
 
     with pytest.raises(ValueError, match="lwf_from_stage"):
         VRLwF(lwf_from_stage=-1)
+
+
+# --- 2. OpenAI backbones are built with QuickGELU; a mismatch is an error ---------------------------
+def shipped_open_clip_models() -> list[str]:
+    from conftest import CONFIG_DIR
+    from pathlib import Path
+
+    names = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml"))
+    return [n for n in names if n not in ("synthetic", "local_checkpoint")]
+
+
+@pytest.mark.parametrize("model", shipped_open_clip_models())
+def test_every_shipped_openai_model_config_builds_quick_gelu(model):
+    from hydra.utils import instantiate
+
+    from clipcl_runner.models import built_activation, tag_quick_gelu
+    from conftest import compose_config
+
+    cfg = compose_config(f"model={model}").model
+    assert tag_quick_gelu(cfg.name, cfg.pretrained) is True  # every shipped config is an OpenAI tag
+    clip = instantiate(cfg, load_weights=False)  # random init: nothing is downloaded
+    assert built_activation(clip.model) == "quick_gelu"
+
+
+def test_activation_mismatch_with_the_tag_is_an_error():
+    from clipcl_runner.models import _check_activation, load_open_clip
+
+    with pytest.raises(ValueError, match="model.quick_gelu=false"):
+        load_open_clip("ViT-B-32", "openai", quick_gelu=False, load_weights=False)
+    tiny = load_open_clip("SynthCLIP-RN-Tiny").model  # nn.GELU, no tag
+    with pytest.raises(ValueError, match="needs quick_gelu"):
+        _check_activation(tiny, "SynthCLIP-RN-Tiny", "openai", True)
+    _check_activation(tiny, "SynthCLIP-RN-Tiny", None, None)  # a file / no tag: nothing to compare
