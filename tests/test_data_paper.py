@@ -286,14 +286,15 @@ def test_eurosat_split_and_sessions(tmp_path, clip):
     assert sorted(["a_10", "a_9", "a_1"], key=natural_key) == ["a_1", "a_9", "a_10"]
     root = eurosat_root(tmp_path)
     (ost,) = eurosat_sessions(clip, root, sessions=1, epochs=1, test_per_class=5)
-    assert ost.classnames[0] == "annual crop land" and ost.classnames[-1] == "sea or lake" and len(ost.classnames) == 10
+    assert ost.classnames[0] == "annual crop" and ost.classnames[-1] == "sea lake" and len(ost.classnames) == 10
     assert ost.train_templates == ["this is a satellite photo of {} ."]
     assert len(ost.train) == 70 and len(ost.test) == 50
-    annual_test = [Path(p).name for p, y in zip(ost.test.paths, ost.test.labels) if y == 0]
+    (natural,) = eurosat_sessions(clip, root, sessions=1, epochs=1, test_per_class=5, file_order="natural")
+    annual_test = [Path(p).name for p, y in zip(natural.test.paths, natural.test.labels) if y == 0]
     assert annual_test == [f"AnnualCrop_{n}.jpg" for n in range(8, 13)]  # the last 5 by number (_10 after _9)
-    annual_train = [Path(p).name for p, y in zip(ost.train.paths, ost.train.labels) if y == 0]
+    annual_train = [Path(p).name for p, y in zip(natural.train.paths, natural.train.labels) if y == 0]
     assert annual_train == [f"AnnualCrop_{n}.jpg" for n in range(1, 8)]
-    stages = eurosat_sessions(clip, root, sessions=5, epochs=1, test_per_class=5)
+    stages = eurosat_sessions(clip, root, sessions=5, epochs=1, test_per_class=5, class_names="clip")
     assert len(stages) == 5 and all(len(s.classnames) == 2 for s in stages)
     assert stages[1].classnames == ["herbaceous vegetation land", "highway or road"]
     assert sorted(set(stages[4].train.labels)) == [0, 1] and sorted(set(stages[4].test.labels)) == [0, 1]

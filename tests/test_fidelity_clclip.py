@@ -118,3 +118,82 @@ def test_activation_mismatch_with_the_tag_is_an_error():
     with pytest.raises(ValueError, match="needs quick_gelu"):
         _check_activation(tiny, "SynthCLIP-RN-Tiny", "openai", True)
     _check_activation(tiny, "SynthCLIP-RN-Tiny", None, None)  # a file / no tag: nothing to compare
+
+
+# --- 3. EuroSAT: ImageFolder file order for the test split, folder names split into words ------------
+def fake_eurosat(root, per_class: int, hidden: bool = False):
+    from PIL import Image
+
+    from clipcl_runner.data.folders import EUROSAT_CLASSNAMES
+
+    for c, folder in enumerate(EUROSAT_CLASSNAMES):  # the real release: 2750/<Class>/<Class>_<n>.jpg, n from 1
+        directory = root / "eurosat" / "2750" / folder
+        directory.mkdir(parents=True)
+        for n in range(1, per_class + 1):
+            Image.new("RGB", (8, 8), (c * 20, n, 0)).save(directory / f"{folder}_{n}.jpg")
+        if hidden:
+            Image.new("RGB", (8, 8)).save(directory / f"._{folder}_1.jpg")  # macOS resource fork
+    if hidden:
+        (root / "eurosat" / "2750" / ".ipynb_checkpoints").mkdir()
+        Image.new("RGB", (8, 8)).save(root / "eurosat" / "2750" / ".ipynb_checkpoints" / "x.jpg")
+    return root
+
+
+def names_of(dataset, label):
+    from pathlib import Path
+
+    return [Path(p).name for p, y in zip(dataset.paths, dataset.labels) if y == label]
+
+
+def test_eurosat_test_split_is_the_last_images_in_imagefolder_order(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    from clipcl_runner.data.folders import eurosat_sessions
+    from clipcl_runner.models import load_open_clip
+
+    clip = load_open_clip("SynthCLIP-RN-Tiny")
+    root = fake_eurosat(tmp_path, per_class=12)
+    (ost,) = eurosat_sessions(clip, root, sessions=1, epochs=1, test_per_class=5)
+    # written out by hand: sorted names are _1, _10, _11, _12, _2, ..., _9, so the last five are _5.._9
+    assert names_of(ost.test, 0) == [f"AnnualCrop_{n}.jpg" for n in (5, 6, 7, 8, 9)]
+    assert names_of(ost.train, 0) == [f"AnnualCrop_{n}.jpg" for n in (1, 10, 11, 12, 2, 3, 4)]
+    # and it is torchvision's ImageFolder order, which the official split indexes with [-500:]
+    folder = ImageFolder(str(root / "eurosat" / "2750"))
+    per_class = {}
+    for path, target in folder.samples:
+        per_class.setdefault(target, []).append(path.rsplit("/", 1)[-1])
+    assert all(names_of(ost.test, y) == per_class[y][-5:] for y in range(10))
+    (natural,) = eurosat_sessions(clip, root, sessions=1, epochs=1, test_per_class=5, file_order="natural")
+    assert names_of(natural.test, 0) == [f"AnnualCrop_{n}.jpg" for n in (8, 9, 10, 11, 12)]
+    with pytest.raises(ValueError, match="tasks.file_order"):
+        eurosat_sessions(clip, root, file_order="random")
+
+
+def test_eurosat_class_names_are_the_folder_words_in_lower_case(tmp_path):
+    from clipcl_runner.data.folders import eurosat_readable, eurosat_sessions
+    from clipcl_runner.models import load_open_clip
+
+    assert eurosat_readable("AnnualCrop") == "annual crop"
+    assert eurosat_readable("HerbaceousVegetation") == "herbaceous vegetation"
+    assert eurosat_readable("SeaLake") == "sea lake" and eurosat_readable("Forest") == "forest"
+    assert eurosat_readable("AnnualCrop", "clip") == "annual crop land"
+    clip = load_open_clip("SynthCLIP-RN-Tiny")
+    stages = eurosat_sessions(clip, fake_eurosat(tmp_path, per_class=3), sessions=5, epochs=1, test_per_class=1)
+    assert [s.classnames for s in stages][:2] == [["annual crop", "forest"], ["herbaceous vegetation", "highway"]]
+    with pytest.raises(ValueError, match="tasks.class_names"):
+        eurosat_sessions(clip, tmp_path, class_names="pretty")
+
+
+def test_hidden_files_and_folders_are_never_images_or_classes(tmp_path):
+    from clipcl_runner.data.folders import eurosat_sessions, imagenet_folder_probe
+    from clipcl_runner.models import load_open_clip
+
+    clip = load_open_clip("SynthCLIP-RN-Tiny")
+    root = fake_eurosat(tmp_path / "sat", per_class=3, hidden=True)
+    (ost,) = eurosat_sessions(clip, root, sessions=1, epochs=1, test_per_class=1)
+    assert len(ost.classnames) == 10 and len(ost.train) == 20 and len(ost.test) == 10
+    assert not any("/." in p for p in ost.train.paths + ost.test.paths)
+    class_list = tmp_path / "classes.txt"
+    class_list.write_text("AnnualCrop\tannual crop\n")
+    probe = imagenet_folder_probe(clip, "p", root / "eurosat" / "2750", class_list, "{}")
+    assert len(probe.dataset) == 3

@@ -22,7 +22,8 @@ from .stages import ClassificationProbe, Stage
 CLASS_LIST_DIR = Path(__file__).parent / "class_lists"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-# torchvision's EuroSAT folder names -> the readable names CLIP's EuroSAT evaluations use.
+# torchvision's EuroSAT folder names -> the readable names CLIP's EuroSAT evaluations use
+# (eurosat_sessions(class_names="clip"); the paper protocol's names are the folder names' words).
 EUROSAT_CLASSNAMES = {
     "AnnualCrop": "annual crop land",
     "Forest": "forest",
@@ -100,12 +101,34 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, naturally sorted by name."""
+FILE_ORDERS = {
+    "natural": lambda p: natural_key(p.name),  # x_9 before x_10
+    "lexicographic": lambda p: p.name,  # Python's sorted(names), as torchvision's ImageFolder: x_10 before x_9
+}
+
+
+def is_hidden(path: Path) -> bool:
+    """Names starting with '.' (.DS_Store, ._x.jpg, .ipynb_checkpoints) are never images or classes."""
+    return path.name.startswith(".")
+
+
+def list_images(folder: Path, order: str = "natural") -> list[Path]:
+    """Image files directly in ``folder`` (hidden ones skipped), sorted by name in ``order``."""
+    if order not in FILE_ORDERS:
+        raise ValueError(f"file order '{order}' is not one of {sorted(FILE_ORDERS)}.")
     return sorted(
-        (entry for entry in folder.iterdir() if entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()),
-        key=lambda p: natural_key(p.name),
+        (
+            entry
+            for entry in folder.iterdir()
+            if entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file() and not is_hidden(entry)
+        ),
+        key=FILE_ORDERS[order],
     )
+
+
+def class_folders(folder: Path) -> list[Path]:
+    """Sub-folders of ``folder`` in sorted name order (ImageFolder's class order), hidden ones skipped."""
+    return sorted((d for d in folder.iterdir() if d.is_dir() and not is_hidden(d)), key=lambda d: d.name)
 
 
 def _templates(templates: str | Sequence[str]) -> list[str]:
@@ -196,10 +219,21 @@ def tiered_imagenet_probe(
 
 
 # --------------------------------------------------------------------------- EuroSAT
-def eurosat_readable(folder_name: str) -> str:
-    if folder_name in EUROSAT_CLASSNAMES:
+EUROSAT_CLASS_NAMES = ("folder", "clip")
+
+
+def eurosat_readable(folder_name: str, class_names: str = "folder") -> str:
+    """A EuroSAT class folder's name in prompts.
+
+    ``folder``: the CamelCase words in lower case ("AnnualCrop" -> "annual crop"), the names the
+    CL-CLIP EuroSAT code prompts with; ``clip``: CLIP's EuroSAT names ("annual crop land").
+    """
+    if class_names not in EUROSAT_CLASS_NAMES:
+        raise ValueError(f"tasks.class_names='{class_names}' is not one of {EUROSAT_CLASS_NAMES}.")
+    if class_names == "clip" and folder_name in EUROSAT_CLASSNAMES:
         return EUROSAT_CLASSNAMES[folder_name]
-    return re.sub(r"(?<!^)(?=[A-Z])", " ", folder_name).lower()
+    words = re.findall(r"[A-Z][^A-Z]*", folder_name)
+    return " ".join(words).lower() if words else folder_name.lower()
 
 
 def eurosat_sessions(
@@ -212,19 +246,27 @@ def eurosat_sessions(
     test_per_class: int = 500,
     max_train_per_class: int | None = None,
     name: str = "eurosat",
+    file_order: str = "lexicographic",
+    class_names: str = "folder",
 ) -> list[Stage]:
     """EuroSAT (torchvision layout ``root/eurosat/2750/<ClassName>/<ClassName>_<n>.jpg``) as update stages.
 
-    Classes in sorted folder order; per class the files in natural order, the LAST ``test_per_class``
-    are the test set (the authors' split). ``sessions`` must divide the number of classes (10):
-    1 = OST, 5 = MST with 2 classes per session; labels are local to their session.
-    ``max_train_per_class`` keeps the first N training files per class (smoke runs).
+    Classes in sorted folder order; per class the files sorted by name in ``file_order``, the
+    LAST ``test_per_class`` are the test set. ``lexicographic`` is torchvision ImageFolder's order
+    (``AnnualCrop_999.jpg`` after ``AnnualCrop_1000.jpg``), which CL-CLIP's EuroSAT code splits;
+    ``natural`` orders by number. ``class_names``: see :func:`eurosat_readable`. ``sessions``
+    must divide the number of classes (10): 1 = OST, 5 = MST with 2 classes per session; labels
+    are local to their session. ``max_train_per_class`` keeps the first N training files per
+    class (smoke runs). Hidden files and folders are ignored.
     """
+    if file_order not in FILE_ORDERS:
+        raise ValueError(f"tasks.file_order='{file_order}' is not one of {sorted(FILE_ORDERS)}.")
+    eurosat_readable("AnnualCrop", class_names)  # refuses an unknown class_names before any work
     root = Path(root).expanduser()
     data = root / "eurosat" / "2750"
     if not data.is_dir():
         raise DatasetMissing("eurosat", data, root)
-    class_dirs = sorted(d for d in data.iterdir() if d.is_dir())
+    class_dirs = class_folders(data)
     if not class_dirs:
         raise DatasetMissing("eurosat", data, root, "no class folders")
     if sessions < 1 or len(class_dirs) % sessions:
@@ -236,7 +278,7 @@ def eurosat_sessions(
         group = class_dirs[t * per_session : (t + 1) * per_session]
         split = {"train": ([], []), "test": ([], [])}
         for local, class_dir in enumerate(group):
-            files = list_images(class_dir)
+            files = list_images(class_dir, file_order)
             if len(files) <= test_per_class:
                 raise ValueError(
                     f"{class_dir} has {len(files)} images, not more than test_per_class={test_per_class}."
@@ -250,7 +292,7 @@ def eurosat_sessions(
         stages.append(
             Stage(
                 name=f"{name}_s{t + 1}",
-                classnames=[eurosat_readable(d.name) for d in group],
+                classnames=[eurosat_readable(d.name, class_names) for d in group],
                 train=ImageFiles(*split["train"], train_tf, "eurosat", root),
                 test=ImageFiles(*split["test"], test_tf, "eurosat", root),
                 train_templates=[prompt],
