@@ -107,7 +107,7 @@ def check_eurosat(root: Path, download: bool) -> list[str]:
         from torchvision.datasets import EuroSAT
 
         print(f"  downloading EuroSAT into {root} (torchvision.datasets.EuroSAT(download=True)) ...", flush=True)
-        EuroSAT(str(root), download=True)
+        downloading("EuroSAT", lambda: EuroSAT(str(root), download=True))
     if not data.is_dir():
         return [f"{data}"]
     missing = []
@@ -134,7 +134,7 @@ def _torchvision_download(name: str, root: Path) -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     print(f"  downloading {name} into {root} (torchvision.datasets.{classes[name].__name__}(download=True)) ...", flush=True)
-    classes[name](str(root), download=True)
+    downloading(name, lambda: classes[name](str(root), download=True))
 
 
 def check_vision(name: str, root: Path, download: bool) -> list[str]:
@@ -162,6 +162,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser()
     print(f"Checking {args.name} in {root}")
+    try:
+        missing = check(args, root)
+    except DownloadFailed as error:
+        print(f"DOWNLOAD FAILED for {args.name}: {error}", file=sys.stderr)
+        print(FETCH_HINTS.get(args.name, "").replace("<root>", str(root)), file=sys.stderr)
+        return 1
+    if not missing:
+        print(f"OK: {args.name} is complete in {root}.")
+        return 0
+    print(f"MISSING for {args.name}:")
+    for item in missing:
+        print(f"  - {item}")
+    print(FETCH_HINTS[args.name].replace("<root>", str(root)))
+    print(f"Then run again: {prepare_command(args.name, root)}")
+    return 1
+
+
+class DownloadFailed(RuntimeError):
+    """A torchvision download that could not reach its server (offline machine, moved file)."""
+
+
+def downloading(what: str, fetch) -> None:
+    """Run a download; a network error becomes one line naming the dataset, not urllib's traceback."""
+    import urllib.error
+
+    try:
+        fetch()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise DownloadFailed(f"{reason} (is this machine offline? fetch it by hand as below)") from None
+
+
+def check(args, root: Path) -> list[str]:
     if args.name == "coco":
         missing = check_coco(root, args.quick)
     elif args.name == "flickr30k":
@@ -172,15 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = check_eurosat(root, args.download)
     else:
         missing = check_vision(args.name, root, args.download)
-    if not missing:
-        print(f"OK: {args.name} is complete in {root}.")
-        return 0
-    print(f"MISSING for {args.name}:")
-    for item in missing:
-        print(f"  - {item}")
-    print(FETCH_HINTS[args.name].replace("<root>", str(root)))
-    print(f"Then run again: {prepare_command(args.name, root)}")
-    return 1
+    return missing
 
 
 if __name__ == "__main__":
