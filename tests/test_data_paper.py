@@ -140,8 +140,9 @@ def test_coco_crop_index_splits_and_size_filter(coco_root):
     assert all(r.image.startswith("val2014/") for r in test)
     assert [r.annotation_id for r in build_crop_index(coco_root, "val")] == [16]
     assert [r.annotation_id for r in build_crop_index(coco_root, "restval")] == [17]
-    # a float box becomes the integer box covering it
-    assert index.records[1].box == (20, 5, 29, 15)
+    # a float box [20.4, 5.6, 8.2, 9.1]: each corner rounded as PIL.crop does (CL-CLIP's crops)
+    assert index.records[1].box == (20, 6, 29, 15)
+    assert load_crop_index(coco_root, "train", box_rounding="cover").records[1].box == (20, 5, 29, 15)
 
 
 def test_coco_crop_pixels_equal_the_box(coco_root):

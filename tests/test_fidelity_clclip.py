@@ -197,3 +197,25 @@ def test_hidden_files_and_folders_are_never_images_or_classes(tmp_path):
     class_list.write_text("AnnualCrop\tannual crop\n")
     probe = imagenet_folder_probe(clip, "p", root / "eurosat" / "2750", class_list, "{}")
     assert len(probe.dataset) == 3
+
+
+# --- 10. COCO crop box: every float corner rounded as PIL.crop rounds it -----------------------------
+@pytest.mark.parametrize("bbox,official,cover", [
+    ([20.4, 5.6, 8.2, 9.1], (20, 6, 29, 15), (20, 5, 29, 15)),   # 28.6 -> 29, 14.7 -> 15
+    ([2.5, 3.5, 10.0, 10.0], (2, 4, 12, 14), (2, 3, 13, 14)),    # halves to even: 2.5 -> 2, 3.5 -> 4, 12.5 -> 12
+    ([0.2, 0.7, 5.1, 5.1], (0, 1, 5, 6), (0, 0, 6, 6)),
+])
+def test_coco_crop_box_rounds_each_corner_like_pil(bbox, official, cover):
+    from PIL import Image
+
+    from clipcl_runner.data.coco import crop_box
+
+    assert crop_box(bbox, 64, 64) == official
+    assert crop_box(bbox, 64, 64, "cover") == cover
+    # PIL itself, given the official float box (x, y, x + w, y + h), cuts exactly the official box
+    image = Image.new("L", (64, 64))
+    image.putdata([i % 251 for i in range(64 * 64)])
+    x, y, w, h = bbox
+    assert image.crop((x, y, x + w, y + h)).tobytes() == image.crop(official).tobytes()
+    with pytest.raises(ValueError, match="tasks.box_rounding"):
+        crop_box(bbox, 64, 64, "floor")

@@ -102,9 +102,22 @@ class CropIndex:
     records: list[CropRecord]
 
 
-def crop_box(bbox: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
-    """COCO ``[x, y, w, h]`` (float pixels) -> the integer box covering it, clipped to the image."""
+BOX_ROUNDINGS = ("official", "cover")
+
+
+def crop_box(bbox: Sequence[float], width: int, height: int, rounding: str = "official") -> tuple[int, int, int, int]:
+    """COCO ``[x, y, w, h]`` (float pixels) -> an integer PIL crop box (left, upper, right, lower).
+
+    ``official``: each of x, y, x + w, y + h rounded by Python's ``round`` (half to even), which
+    is what ``PIL.Image.crop`` does to the float box CL-CLIP's data.py passes it (no clipping:
+    COCO boxes lie inside their image). ``cover``: the smallest integer box covering the float
+    box, clipped to the image (about +1 px per side).
+    """
+    if rounding not in BOX_ROUNDINGS:
+        raise ValueError(f"tasks.box_rounding='{rounding}' is not one of {BOX_ROUNDINGS}.")
     x, y, w, h = (float(v) for v in bbox)
+    if rounding == "official":
+        return round(x), round(y), round(x + w), round(y + h)
     left, upper = max(0, math.floor(x)), max(0, math.floor(y))
     right, lower = min(int(width), math.ceil(x + w)), min(int(height), math.ceil(y + h))
     return left, upper, max(right, left + 1), max(lower, upper + 1)
@@ -116,7 +129,7 @@ def _karpathy_cocoid(entry: dict) -> int:
     return int(re.findall(r"(\d+)", entry["filename"])[-1])
 
 
-def _build_index(root: Path, split: str, min_size: float, include_crowd: bool) -> dict:
+def _build_index(root: Path, split: str, min_size: float, include_crowd: bool, box_rounding: str) -> dict:
     image_dir, karpathy_split = SPLITS[split]
     instances = _load_json(root / "annotations" / f"instances_{image_dir}.json", "coco", root)
     keep = None
@@ -141,7 +154,7 @@ def _build_index(root: Path, split: str, min_size: float, include_crowd: bool) -
         if not (w > min_size and h > min_size):
             continue
         image = images[image_id]
-        box = crop_box(ann["bbox"], image["width"], image["height"])
+        box = crop_box(ann["bbox"], image["width"], image["height"], box_rounding)
         category = int(ann["category_id"])
         records.append([f"{image_dir}/{image['file_name']}", *box, label_of[category], category, int(ann["id"])])
     return {"categories": categories, "records": records}
@@ -153,10 +166,13 @@ def load_crop_index(
     min_size: float = 4,
     cache_dir: str | os.PathLike | None = None,
     include_crowd: bool = True,
+    box_rounding: str = "official",
 ) -> CropIndex:
     """Categories and crop records of one split (see the module docstring); cached under ``cache_dir``."""
     if split not in SPLITS:
         raise ValueError(f"COCO crop split '{split}' is not one of {sorted(SPLITS)}.")
+    if box_rounding not in BOX_ROUNDINGS:
+        raise ValueError(f"tasks.box_rounding='{box_rounding}' is not one of {BOX_ROUNDINGS}.")
     root = Path(root).expanduser()
     image_dir, karpathy_split = SPLITS[split]
     sources = [root / "annotations" / f"instances_{image_dir}.json"]
@@ -165,9 +181,10 @@ def load_crop_index(
     for source in sources:
         if not source.is_file():
             raise DatasetMissing("coco", source, root)
-    params = {"split": split, "min_size": min_size, "include_crowd": include_crowd}
+    params = {"split": split, "min_size": min_size, "include_crowd": include_crowd, "box_rounding": box_rounding}
     value = _cached(
-        cache_dir, f"coco_crops_{split}", sources, params, lambda: _build_index(root, split, min_size, include_crowd)
+        cache_dir, f"coco_crops_{split}", sources, params,
+        lambda: _build_index(root, split, min_size, include_crowd, box_rounding),
     )
     records = [CropRecord(r[0], (r[1], r[2], r[3], r[4]), r[5], r[6], r[7]) for r in value["records"]]
     return CropIndex([name for _, name in value["categories"]], [cid for cid, _ in value["categories"]], records)
@@ -179,9 +196,10 @@ def build_crop_index(
     min_size: float = 4,
     cache_dir: str | os.PathLike | None = None,
     include_crowd: bool = True,
+    box_rounding: str = "official",
 ) -> list[CropRecord]:
     """The crop records of ``split`` (``train`` | ``test`` | ``val`` | ``restval``)."""
-    return load_crop_index(root, split, min_size, cache_dir, include_crowd).records
+    return load_crop_index(root, split, min_size, cache_dir, include_crowd, box_rounding).records
 
 
 class CocoCrops(Dataset):
@@ -247,6 +265,7 @@ def coco_sessions(
     include_crowd: bool = True,
     seed: int = 0,
     name: str = "coco",
+    box_rounding: str = "official",
 ) -> list[Stage]:
     """COCO object crops as update stages: session t = categories ``t*k .. t*k+k-1`` in annotation-file order.
 
@@ -255,11 +274,11 @@ def coco_sessions(
     test set is the ``eval_split`` (Karpathy ``test``; ``val`` for validation) crops of the
     session's classes. ``max_per_class`` / ``max_test_per_class`` cap the crops per class with a
     seeded random subset (smoke runs). Train transform: :func:`paper_train_transform`; test:
-    ``clip.preprocess_eval``.
+    ``clip.preprocess_eval``. ``box_rounding``: see :func:`crop_box`.
     """
     root = Path(root).expanduser()
-    train = load_crop_index(root, "train", min_size, cache_dir, include_crowd)
-    test = load_crop_index(root, eval_split, min_size, cache_dir, include_crowd)
+    train = load_crop_index(root, "train", min_size, cache_dir, include_crowd, box_rounding)
+    test = load_crop_index(root, eval_split, min_size, cache_dir, include_crowd, box_rounding)
     if train.category_ids != test.category_ids:
         raise ValueError("the category lists of instances_train2014.json and instances_val2014.json differ.")
     total = len(train.categories)
