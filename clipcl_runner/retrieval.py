@@ -5,9 +5,13 @@
 * text->image R@K: share of captions whose image is among the top K images.
 
 Scores are dot products of the given features (pass L2-normalised features to get cosine
-similarity; nothing is renormalised here). Ranks use a comparison count: the rank of the
-best positive is the number of candidates with a STRICTLY greater score, so ties with a
-negative are resolved in favour of the positive (optimistic). A hit at K means rank < K.
+similarity; nothing is renormalised here). Ranks use a comparison count. Ties (``ties``):
+``official`` ranks candidates as ``np.argsort(scores)[::-1]`` of a stable sort does, as
+CL-CLIP's i2t/t2i do: among equal scores the candidate with the LARGER index comes first, so
+the rank of a positive is the number of candidates with a greater score plus the tied ones
+with a larger index (numpy's default argsort is only stable up to 16 candidates, beyond that
+the official order of exact ties is implementation-defined); ``optimistic`` counts only
+strictly greater scores (ties resolved in favour of the positive). A hit at K means rank < K.
 Similarities are computed in chunks of ``chunk_size`` queries, so memory is
 O(chunk_size x N), never N_img x N_txt.
 
@@ -22,6 +26,8 @@ from typing import Sequence
 import torch
 
 __all__ = ["recall_at_k", "folded_recall"]
+
+TIES = ("official", "optimistic")
 
 
 def _check(image_features, text_features, text_to_image):
@@ -53,15 +59,19 @@ def recall_at_k(
     text_to_image: torch.Tensor,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 1024,
+    ties: str = "official",
 ) -> dict[str, float]:
     """Recall@K in percent, keys ``i2t_r{k}`` and ``t2i_r{k}`` for every k in ``ks``.
 
     ``image_features`` (N_img, D), ``text_features`` (N_txt, D), ``text_to_image`` (N_txt,)
     the image index of each caption (any number of captions per image). See the module
-    docstring for the definitions, tie handling and images without captions.
+    docstring for the definitions, tie handling (``ties``) and images without captions.
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
+    if ties not in TIES:
+        raise ValueError(f"ties='{ties}' is not one of {TIES}")
+    official = ties == "official"
     t2i = _check(image_features, text_features, text_to_image)
     img = _as_float(image_features)
     txt = _as_float(text_features).to(img.device)
@@ -71,8 +81,12 @@ def recall_at_k(
     t2i_rank = torch.empty(n_txt, dtype=torch.long, device=img.device)
     for s in range(0, n_txt, chunk_size):
         sims = txt[s : s + chunk_size] @ img.T  # (c, N_img)
-        pos = sims.gather(1, t2i[s : s + chunk_size, None])  # (c, 1)
-        t2i_rank[s : s + chunk_size] = (sims > pos).sum(1)
+        own = t2i[s : s + chunk_size, None]  # (c, 1)
+        pos = sims.gather(1, own)
+        ahead = sims > pos
+        if official:  # tied images with a larger index come first
+            ahead |= (sims == pos) & (torch.arange(n_img, device=img.device)[None, :] > own)
+        t2i_rank[s : s + chunk_size] = ahead.sum(1)
 
     # image -> text: per image, rank of its best caption among all captions.
     i2t_rank = torch.empty(n_img, dtype=torch.long, device=img.device)
@@ -83,7 +97,12 @@ def recall_at_k(
         idx = torch.arange(s, s + sims.shape[0], device=img.device)
         mine = t2i[None, :] == idx[:, None]  # (c, N_txt)
         pos = sims.masked_fill(~mine, float("-inf")).amax(1, keepdim=True)
-        i2t_rank[s : s + chunk_size] = (sims > pos).sum(1)
+        ahead = sims > pos
+        if official:  # the first positive in (score, index) descending order; ties after it
+            column = torch.arange(n_txt, device=img.device)[None, :]
+            best = torch.where(mine & (sims == pos), column, -1).amax(1, keepdim=True)
+            ahead |= (sims == pos) & (column > best)
+        i2t_rank[s : s + chunk_size] = ahead.sum(1)
     i2t_rank = i2t_rank[has_caption]
 
     out: dict[str, float] = {}
@@ -102,6 +121,7 @@ def folded_recall(
     folds: int = 5,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 1024,
+    ties: str = "official",
 ) -> dict[str, float]:
     """Mean over folds of :func:`recall_at_k` (COCO 5k as 5 folds of 1k images).
 
@@ -128,6 +148,7 @@ def folded_recall(
             t2i[sel] - lo,
             ks=ks,
             chunk_size=chunk_size,
+            ties=ties,
         )
         for key, v in r.items():
             total[key] = total.get(key, 0.0) + v / folds

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -219,3 +221,39 @@ def test_coco_crop_box_rounds_each_corner_like_pil(bbox, official, cover):
     assert image.crop((x, y, x + w, y + h)).tobytes() == image.crop(official).tobytes()
     with pytest.raises(ValueError, match="tasks.box_rounding"):
         crop_box(bbox, 64, 64, "floor")
+
+
+# --- 11. Retrieval ties ranked as the official argsort ranks them --------------------------------
+def official_ranks(images: np.ndarray, captions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CL-CLIP's i2t / t2i ranks restated: 5 captions per image, argsort(d)[::-1], best positive."""
+    n = images.shape[0] // 5
+    i2t = np.zeros(n)
+    for index in range(n):
+        inds = np.argsort(images[5 * index] @ captions.T)[::-1]
+        i2t[index] = min(np.where(inds == i)[0][0] for i in range(5 * index, 5 * index + 5))
+    t2i = np.zeros(5 * n)
+    ims = images[::5]
+    for index in range(n):
+        for i, query in enumerate(captions[5 * index: 5 * index + 5]):
+            t2i[5 * index + i] = np.where(np.argsort(query @ ims.T)[::-1] == index)[0][0]
+    return i2t, t2i
+
+
+def test_retrieval_ties_match_the_official_argsort_order():
+    from clipcl_runner.retrieval import recall_at_k
+
+    # 3 images x 5 captions, features quantised so that many scores tie exactly
+    # (15 captions and 3 images: numpy's default argsort is an insertion sort there, i.e. stable)
+    generator = torch.Generator().manual_seed(0)
+    image_features = torch.randint(0, 2, (3, 4), generator=generator).double()
+    text_features = torch.randint(0, 2, (15, 4), generator=generator).double()
+    i2t, t2i = official_ranks(np.repeat(image_features.numpy(), 5, axis=0), text_features.numpy())
+    expected = {}
+    for k in (1, 5, 10):
+        expected[f"i2t_r{k}"] = 100.0 * (i2t < k).mean()
+    for k in (1, 5, 10):
+        expected[f"t2i_r{k}"] = 100.0 * (t2i < k).mean()
+    got = recall_at_k(image_features, text_features, torch.arange(15) // 5, chunk_size=2)
+    assert got == pytest.approx(expected)
+    optimistic = recall_at_k(image_features, text_features, torch.arange(15) // 5, ties="optimistic")
+    assert optimistic["t2i_r1"] > got["t2i_r1"]  # the case does have ties that matter

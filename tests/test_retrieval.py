@@ -84,11 +84,15 @@ def test_image_without_caption_excluded_from_i2t():
     assert r == {"i2t_r1": approx(100.0), "t2i_r1": approx(50.0)}
 
 
-def test_ties_are_optimistic():
-    # caption 0 scores both images 0.5: its own image 0 still counts as rank 0
+def test_ties_rank_like_the_official_argsort_or_optimistically():
+    # caption 0 scores both images 0.5: reversed stable argsort puts image 1 (larger index) first
     txt = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
     r = recall_at_k(torch.eye(2), txt, torch.tensor([0, 1]), ks=(1,))
-    assert r["t2i_r1"] == approx(100.0)
+    assert r["t2i_r1"] == approx(50.0)
+    r = recall_at_k(torch.eye(2), txt, torch.tensor([0, 1]), ks=(1,), ties="optimistic")
+    assert r["t2i_r1"] == approx(100.0)  # its own image 0 still counts as rank 0
+    with pytest.raises(ValueError, match="ties="):
+        recall_at_k(torch.eye(2), txt, torch.tensor([0, 1]), ties="random")
 
 
 def _reference(img, txt, t2i, ks):
