@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from . import distributed
 from .data.decoded import decoded
 from .data.stages import ClassificationProbe, RetrievalProbe, Stage
-from .precision import autocast
+from .precision import autocast, evaluation_precision
 from .text_encoding import encode_text, used_length
 from .retrieval import folded_recall, recall_at_k
 
@@ -43,11 +43,14 @@ class Evaluator:
         task_head: str = "stage",
         balanced: bool = False,
         decoded_cache: bool = False,
+        eval_precision: str = "auto",
     ):
+        """``precision`` is the trainer's resolved one; ``eval_precision=fp32`` evaluates without autocast."""
         if task_head not in TASK_HEADS:
             raise ValueError(f"eval.task_head='{task_head}' is not one of {TASK_HEADS}.")
         self.stages, self.probes = list(stages), list(probes)
-        self.tokenizer, self.device, self.precision = tokenizer, device, precision
+        self.tokenizer, self.device = tokenizer, device
+        self.precision = evaluation_precision(eval_precision, precision)
         self.batch_size, self.num_workers, self.task_head = batch_size, num_workers, task_head
         self._tokens: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
         # With decoded_cache every test set is decoded once for the whole run (memory: 150 KB per 224-px image).

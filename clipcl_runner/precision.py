@@ -12,6 +12,7 @@ import torch
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+EVAL_PRECISIONS = ("auto", "fp32")  # auto: the trainer's autocast | fp32: no autocast (CL-CLIP's evaluation)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -31,6 +32,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             log.warning("precision=%s requested on %s: running fp32 (autocast is for CUDA here).", precision, device)
         return "fp32"
     return "bf16" if precision == "auto" else precision
+
+
+def evaluation_precision(setting: str, precision: str) -> str:
+    """The precision evaluation runs in: ``eval.precision`` (auto | fp32) over the trainer's resolved one."""
+    if setting not in EVAL_PRECISIONS:
+        raise ValueError(f"eval.precision='{setting}' is not one of {EVAL_PRECISIONS}.")
+    return "fp32" if setting == "fp32" else precision
 
 
 def autocast(precision: str, device: torch.device):

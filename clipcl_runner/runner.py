@@ -120,20 +120,16 @@ class StageLoop:
             self.stages, build_probes(cfg.eval.get("probes"), clip), clip.tokenizer, device, precision,
             batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers, task_head=cfg.eval.task_head,
             balanced=cfg.eval.balanced, decoded_cache=cfg.eval.decoded_cache,
+            eval_precision=cfg.eval.get("precision", "auto"),
         )
         self.context = RunContext(
             model=clip.model, tokenizer=clip.tokenizer, device=device, stages=self.stages,
             part=cfg.part, train_logit_scale=cfg.trainer.train_logit_scale, train_head=cfg.trainer.train_head,
             label_smoothing=cfg.trainer.label_smoothing, clip=clip, precision=precision,
+            teacher_precision=cfg.trainer.get("teacher_precision", "auto"),
         )
         self.parameters = self.method.setup(self.context)  # after this, the model may be wrapped (RKR)
-        self.settings = TrainSettings(
-            batch_size=cfg.trainer.batch_size, num_workers=cfg.trainer.num_workers, precision=precision,
-            grad_clip_norm=cfg.trainer.grad_clip_norm, freeze_bn=cfg.trainer.freeze_bn,
-            find_unused_parameters=cfg.trainer.ddp_find_unused_parameters, compile=cfg.trainer.compile,
-            channels_last=cfg.trainer.channels_last, decoded_cache=cfg.trainer.decoded_cache,
-            progress=cfg.trainer.progress,
-        )
+        self.settings = TrainSettings.from_config(cfg.trainer, precision=precision)
         self.make_optimizer = instantiate(cfg.trainer.optimizer)
         self.make_scheduler = instantiate(cfg.trainer.scheduler) if cfg.trainer.get("scheduler") else None
         self.world = distributed.world()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Iterator
 
 import torch
@@ -34,12 +34,46 @@ class TrainSettings:
     num_workers: int = 0
     precision: str = "fp32"
     grad_clip_norm: float | None = None
+    # CL-CLIP's quirk: clip the fp16 gradients while still multiplied by the grad scaler's scale, so
+    # the applied norm is grad_clip_norm / scale. Without a scaler (fp32, bf16) it is plain clipping.
+    grad_clip_before_unscale: bool = False
+    clamp_logit_scale: bool = True  # exp(logit_scale) <= 100 after every step (open_clip); CL-CLIP never clamps
     freeze_bn: bool = False  # keep BatchNorm running statistics fixed (a fair ablation for RN towers)
     find_unused_parameters: bool = False  # DDP: needed only by a method that leaves trainable parameters unused
     compile: bool = False  # torch.compile the method's loss (model + method terms); pays on long GPU stages only
     channels_last: bool = False  # NHWC images (the model is converted by the runner): faster ResNet towers on GPU
     decoded_cache: bool = False  # decode the stage's images once into memory (small datasets)
     progress: bool = True
+    # fp16: stop (as the fp32 divergence check does) when the grad scaler skips this many steps in a
+    # row, or its scale falls below the floor; torch's scaler itself would halve the scale forever.
+    fp16_max_skipped_steps: int = 50
+    fp16_min_scale: float = 1e-4
+
+    # cfg.trainer key -> field, where the names differ
+    CONFIG_KEYS = {"find_unused_parameters": "ddp_find_unused_parameters"}
+
+    @classmethod
+    def from_config(cls, trainer_cfg, precision: str) -> "TrainSettings":
+        """The settings of ``cfg.trainer`` with the resolved ``precision``; keys absent from the
+        config keep their defaults here."""
+        values = {}
+        for field in fields(cls):
+            key = cls.CONFIG_KEYS.get(field.name, field.name)
+            if field.name != "precision" and key in trainer_cfg:
+                values[field.name] = trainer_cfg[key]
+        return cls(precision=precision, **values)
+
+    def __post_init__(self) -> None:
+        if self.grad_clip_before_unscale and not self.grad_clip_norm:
+            raise ValueError(
+                "trainer.grad_clip_before_unscale=true clips gradients, but trainer.grad_clip_norm is not set: "
+                "set trainer.grad_clip_norm (CL-CLIP: 1.0) or trainer.grad_clip_before_unscale=false."
+            )
+        if self.fp16_max_skipped_steps < 1 or not self.fp16_min_scale >= 0:
+            raise ValueError(
+                f"trainer.fp16_max_skipped_steps={self.fp16_max_skipped_steps} must be >= 1 and "
+                f"trainer.fp16_min_scale={self.fp16_min_scale} >= 0."
+            )
 
 
 class EpochShuffle(Sampler[int]):
@@ -128,6 +162,9 @@ class StageTraining:
         self.optimizer = make_optimizer(parameters, **({"lr": stage.lr} if stage.lr else {}))
         self.scheduler = make_scheduler(self.optimizer, total_steps=self.total) if make_scheduler else None
         self.scaler = grad_scaler(settings.precision, run.device)
+        if settings.grad_clip_before_unscale and not self.scaler.is_enabled():
+            log.info("trainer.grad_clip_before_unscale=true under %s: no grad scaler, so the gradient is clipped "
+                     "unscaled to norm %s (the same as false).", settings.precision, settings.grad_clip_norm)
         self.loss = MethodLoss(run, method)
         if world.distributed:  # gradients averaged over the ranks' slices = the gradient of the global batch
             self.loss = nn.parallel.DistributedDataParallel(
@@ -138,6 +175,8 @@ class StageTraining:
             self.loss = torch.compile(self.loss)
         self.step = 0
         self.sums: dict[str, float] = {}
+        # fp16: consecutive steps the scaler skipped, and the longest run since the last check (device tensors)
+        self.skipped = self.worst_skipped = torch.zeros((), dtype=torch.long, device=run.device)
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -189,24 +228,56 @@ class StageTraining:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if settings.grad_clip_norm:
-            self.scaler.unscale_(self.optimizer)
+            if not settings.grad_clip_before_unscale:
+                self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.parameters, settings.grad_clip_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.scaler_step()
         if self.scheduler is not None:
             self.scheduler.step()
-        clamp_logit_scale(run.model)
+        if settings.clamp_logit_scale:
+            clamp_logit_scale(run.model)
         return {key: value.detach().float() for key, value in terms.items()} | {"loss": loss.detach().float()}
 
+    def scaler_step(self) -> None:
+        """The optimiser step through the grad scaler, counting the steps it skips (on the device: no host sync)."""
+        if not self.scaler.is_enabled():
+            self.optimizer.step()
+            return
+        # torch's scaler multiplies its scale by backoff_factor < 1 exactly when it skips a step (inf/NaN
+        # gradients): compare its scale tensor (set by scale(); private, but public get_scale() syncs the host)
+        before = self.scaler._scale.clone()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        skipped = self.scaler._scale < before
+        self.skipped = torch.where(skipped, self.skipped + 1, torch.zeros_like(self.skipped))
+        self.worst_skipped = torch.maximum(self.worst_skipped, self.skipped)
+
     def check_finite(self, window_loss: float) -> None:
-        """Fail fast on a diverged loss (checked every ``LOG_EVERY`` steps, where the host syncs anyway)."""
+        """Fail fast on a diverged loss (checked every ``LOG_EVERY`` steps, where the host syncs anyway).
+
+        Under fp16 a non-finite loss is normal now and then (the grad scaler skips that step and
+        lowers its scale); the run stops only when the scaler keeps skipping or its scale collapses.
+        """
+        settings, stage = self.settings, self.run_context.stage.name
+        if self.scaler.is_enabled():
+            skipped, scale = int(self.worst_skipped), self.scaler.get_scale()
+            self.worst_skipped = torch.zeros_like(self.worst_skipped)
+            if skipped >= settings.fp16_max_skipped_steps or scale < settings.fp16_min_scale:
+                raise FloatingPointError(
+                    f"stage {stage}, steps up to {self.step}: fp16 training diverged: the grad scaler skipped "
+                    f"{skipped} steps in a row for non-finite gradients (trainer.fp16_max_skipped_steps="
+                    f"{settings.fp16_max_skipped_steps}) and its scale is {scale:.3g} (trainer.fp16_min_scale="
+                    f"{settings.fp16_min_scale}); the loss is {window_loss}. "
+                    "Lower the learning rate (trainer.optimizer.lr) or use trainer.precision=bf16 or fp32."
+                )
+            if not math.isfinite(window_loss):
+                log.warning("stage %s step %d: non-finite loss under fp16 (the grad scaler skips such steps)",
+                            stage, self.step)
+            return
         if math.isfinite(window_loss):
             return
-        if self.settings.precision == "fp16":  # the grad scaler skips overflowing steps by itself
-            log.warning("stage %s step %d: non-finite loss under fp16", self.run_context.stage.name, self.step)
-            return
         raise FloatingPointError(
-            f"stage {self.run_context.stage.name}, steps up to {self.step}: the loss is {window_loss}. "
+            f"stage {stage}, steps up to {self.step}: the loss is {window_loss}. "
             "Lower the learning rate (trainer.optimizer.lr) or use trainer.precision=fp32."
         )
 
@@ -222,6 +293,7 @@ class StageTraining:
         for images, labels in self.batches():
             terms = self.train_step(images, labels)
             self.step += 1
+            self.method.after_step(run, self.step)  # the plain method, outside DDP / torch.compile
             for key, value in terms.items():
                 self.sums[key] = self.sums.get(key, 0.0) + value
             window_loss = window_loss + terms["loss"]

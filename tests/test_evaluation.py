@@ -89,3 +89,17 @@ def test_zero_shot_head_equals_open_clips_classifier_builder(model_and_tokenizer
     with torch.no_grad():
         reference = build_zero_shot_classifier(model, tokenizer, names, templates, device="cpu")
         torch.testing.assert_close(evaluator.head(model, names, templates), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_precision_fp32_evaluates_outside_the_trainers_autocast(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    cpu = torch.device("cpu")
+    reference = Evaluator(stages(2), [], tokenizer, cpu, "fp32")(model, 1)
+    fp32 = Evaluator(stages(2), [], tokenizer, cpu, "bf16", eval_precision="fp32")
+    auto = Evaluator(stages(2), [], tokenizer, cpu, "bf16", eval_precision="auto")
+    assert (fp32.precision, auto.precision) == ("fp32", "bf16")
+    assert fp32(model, 1) == reference
+    features, _ = fp32.encode_images(model, stages(1)[0].test)
+    assert features.dtype == torch.float32
+    with pytest.raises(ValueError, match="eval.precision"):
+        Evaluator(stages(1), [], tokenizer, cpu, "bf16", eval_precision="bf16")

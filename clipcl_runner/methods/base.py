@@ -20,6 +20,7 @@ from ..text_encoding import encode_text, used_length
 
 
 TRAIN_HEADS = ("stage", "seen")
+TEACHER_PRECISIONS = ("auto", "fp32")
 
 
 @dataclass
@@ -38,11 +39,16 @@ class RunContext:
     clip: object = None  # the ClipBundle (transforms), for methods that build their own data (ZSCL's reference set)
     train_stage: Stage | None = None  # what the current stage trains on (set by the stage loop)
     precision: str = "fp32"  # the resolved precision: bf16 | fp16 autocast on CUDA, else fp32
+    teacher_precision: str = "auto"  # auto: teachers in the autocast dtype | fp32: in fp32, outside autocast
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.train_head not in TRAIN_HEADS:
             raise ValueError(f"trainer.train_head='{self.train_head}' is not one of {TRAIN_HEADS}.")
+        if self.teacher_precision not in TEACHER_PRECISIONS:
+            raise ValueError(
+                f"trainer.teacher_precision='{self.teacher_precision}' is not one of {TEACHER_PRECISIONS}."
+            )
 
     @property
     def stage(self) -> Stage:
@@ -50,8 +56,16 @@ class RunContext:
 
     @property
     def teacher_dtype(self) -> torch.dtype | None:
-        """The dtype frozen teachers are stored in: the autocast dtype, or None (keep the model's)."""
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        """The dtype frozen teachers are stored in (``frozen_copy``'s argument).
+
+        auto: the autocast dtype (half the memory, no per-step weight casts), or None under fp32
+        (keep the model's). fp32 under autocast: ``torch.float32``, which ``frozen_copy`` also runs
+        outside autocast, as CL-CLIP's fp32 teachers.
+        """
+        autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if autocast_dtype is not None and self.teacher_precision == "fp32":
+            return torch.float32
+        return autocast_dtype
 
     @property
     def training(self) -> Stage:
@@ -69,13 +83,50 @@ class RunContext:
 def frozen_copy(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     """A deep copy for use as a teacher: no shared storage, no gradients, eval mode.
 
-    ``dtype`` (the run's compute dtype under bf16/fp16 autocast) stores the teacher's weights in
-    it: half the memory, and no per-step casts of weights that never change.
+    ``dtype`` (``RunContext.teacher_dtype``) stores the teacher's weights in it: the autocast
+    dtype halves the memory and saves per-step casts of weights that never change; ``torch.float32``
+    keeps them in fp32 and runs the teacher's forward and encoders outside autocast (in fp32).
     """
     teacher = copy.deepcopy(model)
     teacher.eval()
     teacher.requires_grad_(False)
-    return teacher if dtype is None else teacher.to(dtype)
+    if dtype is None:
+        return teacher
+    teacher.to(dtype)
+    if dtype == torch.float32:
+        teacher.__class__ = _outside_autocast_class(type(teacher))
+    return teacher
+
+
+_OUTSIDE_AUTOCAST: dict[type, type] = {}
+
+
+def _outside_autocast_class(cls: type) -> type:
+    """A subclass of ``cls`` whose forward / encode_image / encode_text run in fp32 with autocast off.
+
+    A subclass rather than patched instance methods so that the teacher stays a plain module for
+    deepcopy, state_dict and ``text_encoding.encode_text`` (which calls ``encode_text`` on it).
+    """
+    if getattr(cls, "_outside_autocast", False):
+        return cls
+    if cls not in _OUTSIDE_AUTOCAST:
+        def fp32(name: str):
+            inner = getattr(cls, name)
+
+            def call(self, *args, **kwargs):
+                device = next(self.parameters()).device.type
+                with torch.autocast(device_type=device, enabled=False):
+                    args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+                    return inner(self, *args, **kwargs)
+
+            call.__name__ = name
+            return call
+
+        names = [name for name in ("forward", "encode_image", "encode_text") if hasattr(cls, name)]
+        _OUTSIDE_AUTOCAST[cls] = type(
+            f"Fp32{cls.__name__}", (cls,), {"_outside_autocast": True, **{name: fp32(name) for name in names}}
+        )
+    return _OUTSIDE_AUTOCAST[cls]
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -118,6 +169,10 @@ class Method:
             parts = [(s, []) for s in run.stages[: run.stage_index]] + [(stage, None)]
             return merged_stage(stage.name, parts, epochs=stage.epochs, iterations=stage.iterations, lr=stage.lr)
         return run.stage
+
+    def after_step(self, run: RunContext, step: int) -> None:
+        """Called after each optimiser (and scheduler) step, ``step`` = steps done in this stage (1-based);
+        on the plain method, outside the DDP-wrapped / compiled loss (weight averaging goes here)."""
 
     def end_stage(self, run: RunContext) -> None:
         pass
