@@ -264,15 +264,16 @@ def test_zscl_weight_ensemble_state_resumes_mid_stage():
     method = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, we_every=1)
     method.setup(run)
     method.begin_stage(run)
-    for _ in range(3):
+    for step in range(1, 4):
         method.training_loss(run, torch.randn(4, 3, 32, 32), LABELS)
-        perturb(run.model)
+        perturb(run.model)  # the optimiser step
+        method.after_step(run, step)
     state = method.state_dict()
     other = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, we_every=1)
     other.setup(tiny_run("image"))
     other.begin_stage(run)  # the stage loop: begin_stage again, then the mid-stage state
     other.load_state_dict(state)
-    assert other.step == 3 and other.average.count == method.average.count == 3
+    assert other.step == 3 and other.average.count == method.average.count == 4  # θ_start + steps 1, 2, 3
     trained = {name: value.clone() for name, value in run.model.state_dict().items()}
     method.end_stage(run)
     merged = trainable_snapshot(run.model)

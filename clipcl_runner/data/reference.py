@@ -1,10 +1,12 @@
 """ZSCL's reference set: images and sentences on which the initial CLIP's image-text logits are distilled.
 
-ZSCL draws reference images from ImageNet or Conceptual Captions and reference sentences from
-Conceptual Captions; most CC image links are dead today, so the real-data builder here reads
-MS-COCO 2014 train images with their Karpathy captions instead. The offline default is the
-synthetic world's pretraining distribution (known shapes on seen colour pairs, with captions),
-which plays the role of "the data CLIP was pretrained on".
+ZSCL's released MTIL recipe (``mtil/scripts/ZSCL.sh``: ``--ref-dataset ImageNet --ref-sentences
+conceptual_captions``) distils on ImageNet training images (with the evaluation transform) against
+the Conceptual Captions validation captions: ``imagenet_cc_reference``. Its CIL code uses CC images
+as well, whose links are largely dead today; ``coco_reference`` (MS-COCO 2014 images with their
+Karpathy captions) is the real-data alternative. The offline default is the synthetic world's
+pretraining distribution (known shapes on seen colour pairs, with captions), which plays the role
+of "the data CLIP was pretrained on".
 
 A builder is called as ``builder(clip=ClipBundle, **kwargs)`` (``conf/reference/*.yaml``) and
 returns a :class:`ReferenceSet`. Images and sentences need not be paired: ZSCL samples them
@@ -24,6 +26,7 @@ from . import synthetic_world as world
 from .coco import COCO_KARPATHY_FILE, read_karpathy
 from .errors import DatasetMissing
 from .folders import ImageFiles
+from .vision_datasets import DATASET_FOLDERS, read_image_folder
 from .stages import TensorImages, normalise_uint8
 
 
@@ -82,3 +85,52 @@ def coco_reference(
             raise DatasetMissing("coco", folder, root, "image folder")
     images = ImageFiles(paths, list(range(len(paths))), clip.preprocess_eval, "coco", root)
     return ReferenceSet(images, [text for entry in entries for text in entry["captions"]])
+
+
+CC_VALIDATION_TSV = "Validation_GCC-1.1.0-Validation.tsv"
+CC_HINT = (
+    "Conceptual Captions' validation captions are a text file: download {name} from\n"
+    "  https://ai.google.com/research/ConceptualCaptions/download (\"Validation split\", 15,840 lines of\n"
+    "  caption<TAB>image URL; the images are not needed) and put it at {path},\n"
+    "  or point reference.captions_file at it. ZSCL's own file is gather_cc.py's output\n"
+    "  Validation_GCC-1.1.0-Validation_output.csv (title<TAB>filepath with a header: the captions whose\n"
+    "  images downloaded in 2022); it is read the same way when you have it."
+)
+
+
+def read_cc_captions(path: str | os.PathLike, max_captions: int | None = None) -> list[str]:
+    """The captions of a Conceptual Captions file: Google's TSV (``caption<TAB>url`` per line, no header)
+    or gather_cc.py's output (a ``title<TAB>filepath`` header, then one row per downloaded image)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"reference captions file not found: {path}.\n" + CC_HINT.format(name=path.name, path=path))
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    column = 0
+    if lines and "title" in lines[0].split("\t"):  # gather_cc.py's output: header row names the columns
+        column = lines[0].split("\t").index("title")
+        lines = lines[1:]
+    captions = [line.split("\t")[column].strip() for line in lines]
+    captions = [caption for caption in captions if caption]
+    if not captions:
+        raise ValueError(f"{path} has no captions (expected caption<TAB>url lines).")
+    return captions[:max_captions] if max_captions is not None else captions
+
+
+def imagenet_cc_reference(
+    clip: ClipBundle,
+    root: str | os.PathLike,
+    captions_file: str | os.PathLike,
+    max_images: int | None = None,
+    max_captions: int | None = None,
+) -> ReferenceSet:
+    """ZSCL's MTIL reference set: ImageNet training images (``<root>/imagenet/train/<wnid>/``, as
+    ``vision_datasets`` reads ImageNet) through the evaluation transform, and every caption of the
+    Conceptual Captions validation file ``captions_file``. ``max_images`` keeps the first images in
+    ImageFolder order (smoke runs; ZSCL uses all of them)."""
+    root = Path(root).expanduser()
+    images = read_image_folder("imagenet", root / DATASET_FOLDERS["imagenet"] / "train", root)
+    sentences = read_cc_captions(captions_file, max_captions)
+    keep = range(len(images.paths) if max_images is None else min(max_images, len(images.paths)))
+    files = ImageFiles([images.paths[i] for i in keep], [images.labels[i] for i in keep], clip.preprocess_eval,
+                       "imagenet", root)
+    return ReferenceSet(files, sentences)

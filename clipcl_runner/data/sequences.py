@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 from torchvision import transforms as T
 
 from ..models import ClipBundle
+from ..zscl_loop import batches_per_epoch
 from . import prompts
 from .errors import DatasetMissing
 from .folders import model_image_size
@@ -68,15 +69,19 @@ def mtil_sequence(
     max_test_per_class: int | None = None,
     roots: Mapping[str, str | os.PathLike] | None = None,
     epochs: int | None = None,
+    extra_steps: int = 0,
 ) -> list[Stage]:
     """One stage per dataset of ``order`` ("order1", "order2" or a list of names), ZSCL's MTIL.
 
     Each stage trains ``iterations`` steps (``epochs`` only when iterations is None) at ``lr``, or at
     ``lr_overrides[name]`` (default: 5e-5 for aircraft and mnist), with the dataset's first template;
-    its test set is evaluated with the whole ensemble. Datasets live under ``root`` in torchvision's
+    its test set is evaluated with the whole ensemble. ``extra_steps`` adds steps after the ``iterations``
+    (ZSCL's loop: 1, at lr 0 with ``zscl_loop.zscl_cosine``). Datasets live under ``root`` in torchvision's
     layout, or under ``roots[name]``. Every dataset is opened before training starts: when some are
     missing, the error names the first and lists the others.
     """
+    if extra_steps and iterations is None:
+        raise ValueError("tasks.extra_steps needs tasks.iterations (the steps are added after them).")
     names = _order(order)
     overrides = dict(MTIL_LR_OVERRIDES if lr_overrides is None else lr_overrides)
     roots = {str(k): v for k, v in (roots or {}).items()}
@@ -99,7 +104,7 @@ def mtil_sequence(
                 train_templates=[prompts.train_template(name)],
                 eval_templates=prompts.templates(name),
                 epochs=epochs if iterations is None else None,
-                iterations=iterations,
+                iterations=None if iterations is None else iterations + extra_steps,
                 lr=None if stage_lr is None else float(stage_lr),
             )
         )
@@ -143,6 +148,9 @@ def step_classes(order: Sequence[int], initial_classes: int, increment: int) -> 
     return [list(order[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
+TRANSFORMS = ("crop", "eval")
+
+
 def cil_sequence(
     clip: ClipBundle,
     root: str | os.PathLike,
@@ -155,7 +163,12 @@ def cil_sequence(
     iterations: int | None = None,
     lr: float | None = None,
     eval_templates: Sequence[str] | None = None,
-    train_augment: bool = False,
+    train_transform: str = "eval",
+    test_transform: str = "eval",
+    keep_underscores: bool = False,
+    steps_per_task: str | None = None,
+    batch_size: int | None = None,
+    extra_steps: int = 0,
     max_train_per_class: int | None = None,
     max_test_per_class: int | None = None,
     name: str | None = None,
@@ -166,26 +179,50 @@ def cil_sequence(
     CIFAR-100 with increment 10 = 10 stages, TinyImageNet 100 + 10 x 10 = 11 stages. Class names
     follow the class order, labels are local to the stage; a stage's test set is its classes' test
     images. ``class_order`` defaults to the shipped order of ``dataset``. Both training and
-    evaluation use ``prompt`` (``eval_templates`` to evaluate with others). ZSCL's CIL code feeds
-    training images through the evaluation transform; ``train_augment`` uses MTIL's crop instead.
+    evaluation use ``prompt`` (``eval_templates`` to evaluate with others).
+
+    ZSCL's CIL code (``cil/continual_clip/models.py``: ``self.transforms`` is the *training*
+    transform of its ``clip.load``, and ``main.py`` builds the train and eval scenarios with it)
+    feeds training AND test images through RandomResizedCrop(S, scale 0.9-1, bicubic):
+    ``train_transform`` / ``test_transform`` = ``crop`` does that, ``eval`` uses the model's
+    deterministic evaluation transform. ``keep_underscores`` keeps the dataset's raw class names
+    (ZSCL's CIL prompts CIFAR-100 with ``aquarium_fish``); otherwise underscores become spaces.
+    ``steps_per_task`` (needs ``batch_size``): ``official`` = ceil(N/B) steps per epoch, every batch
+    of the task's N images including the last partial one, as ZSCL's loader; ``epochs`` =
+    floor(N/B); plus ``extra_steps`` (ZSCL: 1, its closing lr-0 step, see ``zscl_loop``).
+    ``null`` leaves the count to the trainer (``epochs`` or ``iterations``).
     """
-    data = load_vision_dataset(dataset, root)
+    for key, value in (("train_transform", train_transform), ("test_transform", test_transform)):
+        if value not in TRANSFORMS:
+            raise ValueError(f"tasks.{key}='{value}' is not one of {TRANSFORMS}.")
+    if steps_per_task is not None and (batch_size is None or not epochs or iterations is not None):
+        raise ValueError(
+            f"tasks.steps_per_task={steps_per_task} counts steps from tasks.epochs and tasks.batch_size "
+            "(set batch_size: ${trainer.batch_size}, epochs >= 1, iterations: null), or set steps_per_task: null."
+        )
+    if extra_steps and steps_per_task is None:
+        raise ValueError("tasks.extra_steps needs tasks.steps_per_task (official | epochs) to add the steps to.")
+    data = load_vision_dataset(dataset, root, raw_names=keep_underscores)
     order = read_class_order(dataset if class_order is None else class_order, len(data.classnames))
     eval_tf = clip.preprocess_eval
+    transforms = {"crop": zscl_train_transform(clip), "eval": eval_tf}
     steps = step_classes(order, increment if initial_classes is None else int(initial_classes), int(increment))
-    train_tf = zscl_train_transform(clip) if train_augment else eval_tf
     stages = []
     for t, classes in enumerate(steps):
+        train = select_classes(data.train, classes, transforms[train_transform], max_train_per_class)
+        stage_iterations = iterations
+        if steps_per_task is not None:
+            stage_iterations = epochs * batches_per_epoch(len(train), int(batch_size), steps_per_task) + extra_steps
         stages.append(
             Stage(
                 name=f"{name or dataset}_s{t + 1}",
                 classnames=[data.classnames[c] for c in classes],
-                train=select_classes(data.train, classes, train_tf, max_train_per_class),
-                test=select_classes(data.test, classes, eval_tf, max_test_per_class),
+                train=train,
+                test=select_classes(data.test, classes, transforms[test_transform], max_test_per_class),
                 train_templates=[prompt],
                 eval_templates=list(eval_templates) if eval_templates else [prompt],
-                epochs=epochs,
-                iterations=iterations,
+                epochs=None if stage_iterations else epochs,
+                iterations=stage_iterations,
                 lr=lr,
             )
         )

@@ -133,3 +133,23 @@ def merged_stage(
         iterations=iterations,
         lr=lr if lr is not None else first.lr,
     )
+
+
+def with_transform(dataset: Dataset, transform) -> Dataset:
+    """``dataset`` with its images read through ``transform`` instead (e.g. the evaluation transform for a
+    method's second view of the training images): datasets with a ``transform`` attribute are copied
+    with it replaced, through Subset / ConcatDataset / OffsetLabels; tensors already in memory
+    (``TensorImages``) have no transform and come back as they are."""
+    import copy
+
+    if isinstance(dataset, Subset):
+        return Subset(with_transform(dataset.dataset, transform), dataset.indices)
+    if isinstance(dataset, ConcatDataset):
+        return ConcatDataset([with_transform(part, transform) for part in dataset.datasets])
+    if isinstance(dataset, OffsetLabels):
+        return OffsetLabels(with_transform(dataset.dataset, transform), dataset.offset)
+    if hasattr(dataset, "transform"):
+        view = copy.copy(dataset)
+        view.transform = transform
+        return view
+    return dataset

@@ -31,6 +31,10 @@ Splits (ZSCL's, from its ``datasets/collections.py``):
                 machine; we sort the paths first, so ours is the same everywhere.
   tinyimagenet  ``train/<wnid>/images`` / ``val`` (val_annotations.txt) as test; labels in wnids.txt order
   imagenet      ``imagenet/train/<wnid>`` / ``imagenet/val/<wnid>`` (val sorted into class folders)
+
+Hidden entries (names starting with '.', e.g. a ``.ipynb_checkpoints`` folder or macOS ``._*`` files)
+are never classes or images in the readers that list folders (caltech101, eurosat, sun397,
+tinyimagenet, imagenet), where torchvision would count them.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tv
+from torchvision.datasets import folder as tv_folder
 
 from . import prompts
 from .errors import DatasetMissing
@@ -139,6 +144,34 @@ def random_split_indices(count: int, train_fraction: float = SPLIT_TRAIN_FRACTIO
     return order[:cut], order[cut:]
 
 
+def hidden(path: Path, below: Path) -> bool:
+    """Whether ``path`` or a folder between ``below`` and it is hidden (its name starts with '.')."""
+    return any(part.startswith(".") for part in Path(path).relative_to(below).parts)
+
+
+class _VisibleFolders:
+    """An ImageFolder whose classes and images skip hidden folders and files (torchvision lists them)."""
+
+    def find_classes(self, directory):
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: index for index, name in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        samples = tv_folder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+        return [(path, label) for path, label in samples if not hidden(Path(path), Path(directory))]
+
+
+class _ImageFolder(_VisibleFolders, tv.ImageFolder):
+    pass
+
+
+class _EuroSAT(_VisibleFolders, tv.EuroSAT):
+    pass
+
+
 # --------------------------------------------------------------------------- readers (no transforms)
 def _base(name: str, root: Path) -> Path:
     folder = root / DATASET_FOLDERS[name]
@@ -193,9 +226,18 @@ def _read_aircraft(root):
 def _read_caltech101(root):
     dataset = _torchvision("caltech101", root, tv.Caltech101)
     folder = Path(dataset.root) / "101_ObjectCategories"
-    paths = [folder / dataset.categories[y] / f"image_{i:04d}.jpg" for y, i in zip(dataset.y, dataset.index)]
-    train, test = _split_80_20(ImageFiles(paths, dataset.y, None, "caltech101", root))
-    return train, test, prompts.caltech101_names(dataset.categories)
+    # torchvision's listing (sorted folders; files image_0001.jpg .. image_<n>.jpg, n = entries in the
+    # folder), with hidden folders and files left out
+    categories = sorted(
+        d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "BACKGROUND_Google"
+    )
+    paths, labels = [], []
+    for label, category in enumerate(categories):
+        files = sorted(f.name for f in (folder / category).iterdir() if not f.name.startswith("."))
+        paths += [folder / category / f"image_{i:04d}.jpg" for i in range(1, len(files) + 1)]
+        labels += [label] * len(files)
+    train, test = _split_80_20(ImageFiles(paths, labels, None, "caltech101", root))
+    return train, test, prompts.caltech101_names(categories)
 
 
 def _unpickle(name: str, root: Path, path: Path) -> dict:
@@ -208,7 +250,7 @@ def _unpickle(name: str, root: Path, path: Path) -> dict:
         raise DatasetMissing(name, path, root, f"unreadable: {error}") from None
 
 
-def _read_cifar(name: str, root: Path, batches: dict, label_key: str, meta: str, names_key: str):
+def _read_cifar(name: str, root: Path, batches: dict, label_key: str, meta: str, names_key: str, raw: bool = False):
     folder = _base(name, root)
 
     def read(files: Sequence[str]) -> ArrayImages:
@@ -217,17 +259,18 @@ def _read_cifar(name: str, root: Path, batches: dict, label_key: str, meta: str,
         labels = [y for e in entries for y in e[label_key]]
         return ArrayImages(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
 
-    classes = _unpickle(name, root, folder / meta)[names_key]
-    return read(batches["train"]), read(batches["test"]), prompts.spaced(classes)
+    classes = list(_unpickle(name, root, folder / meta)[names_key])
+    return read(batches["train"]), read(batches["test"]), classes if raw else prompts.spaced(classes)
 
 
-def _read_cifar10(root):
+def _read_cifar10(root, raw: bool = False):
     batches = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
-    return _read_cifar("cifar10", root, batches, "labels", "batches.meta", "label_names")
+    return _read_cifar("cifar10", root, batches, "labels", "batches.meta", "label_names", raw)
 
 
-def _read_cifar100(root):
-    return _read_cifar("cifar100", root, {"train": ["train"], "test": ["test"]}, "fine_labels", "meta", "fine_label_names")
+def _read_cifar100(root, raw: bool = False):
+    return _read_cifar("cifar100", root, {"train": ["train"], "test": ["test"]}, "fine_labels", "meta",
+                       "fine_label_names", raw)
 
 
 def _read_dtd(root):
@@ -236,7 +279,7 @@ def _read_dtd(root):
 
 
 def _read_eurosat(root):
-    dataset = _torchvision("eurosat", root, tv.EuroSAT)  # an ImageFolder: sorted folders, sorted files
+    dataset = _torchvision("eurosat", root, _EuroSAT)  # an ImageFolder: sorted folders, sorted files
     return (*_split_80_20(_files("eurosat", root, dataset)), prompts.eurosat_names(dataset.classes))
 
 
@@ -273,10 +316,25 @@ def _read_stanford_cars(root):
 
 
 def _read_sun397(root):
-    dataset = _torchvision("sun397", root, tv.SUN397)
-    pairs = sorted(zip(map(str, dataset._image_files), dataset._labels))  # file-system order -> sorted
+    """torchvision's SUN397 listing (classes of ClassName.txt; every ``sun_*.jpg`` below, labelled by its
+    folders), read here so that hidden folders (``.ipynb_checkpoints``) are skipped, not a KeyError."""
+    base = _base("sun397", root)
+    names_file = base / "ClassName.txt"
+    if not names_file.is_file():
+        raise DatasetMissing("sun397", names_file, root)
+    classes = [line[3:].strip() for line in names_file.read_text().splitlines() if line.strip()]
+    label_of = {name: label for label, name in enumerate(classes)}
+    pairs = []
+    for path in base.rglob("sun_*.jpg"):
+        if hidden(path, base):
+            continue
+        folder = "/".join(path.relative_to(base).parts[1:-1])
+        if folder not in label_of:
+            raise ValueError(f"sun397: {path} is in folder '{folder}', which {names_file} does not list.")
+        pairs.append((str(path), label_of[folder]))
+    pairs.sort()  # file-system order -> sorted
     images = ImageFiles([p for p, _ in pairs], [y for _, y in pairs], None, "sun397", root)
-    return (*_split_80_20(images), prompts.spaced(dataset.classes))
+    return (*_split_80_20(images), prompts.spaced(classes))
 
 
 def _read_tinyimagenet(root):
@@ -290,7 +348,7 @@ def _read_tinyimagenet(root):
     paths, labels = [], []
     for label, wnid in enumerate(wnids):
         folder = base / "train" / wnid / "images"
-        files = list_images(folder) if folder.is_dir() else []
+        files = [f for f in list_images(folder) if not f.name.startswith(".")] if folder.is_dir() else []
         if not files:
             raise DatasetMissing("tinyimagenet", folder, root, f"training images of {wnid}")
         paths += files
@@ -319,19 +377,23 @@ def _read_tinyimagenet(root):
 
 def _read_imagenet(root):
     base = _base("imagenet", root)
-    sets = []
-    for split in ("train", "val"):
-        if not (base / split).is_dir():
-            raise DatasetMissing("imagenet", base / split, root, "one folder per wnid")
-        try:
-            sets.append(tv.ImageFolder(str(base / split)))
-        except FileNotFoundError as error:  # no class folder / no image
-            raise DatasetMissing("imagenet", base / split, root, str(error)) from None
-    if sets[0].classes != sets[1].classes or len(sets[0].classes) != 1000:
+    train, val = (read_image_folder("imagenet", base / split, root) for split in ("train", "val"))
+    folders = [sorted({Path(p).parent.name for p in split.paths}) for split in (train, val)]
+    if folders[0] != folders[1] or len(folders[0]) != 1000:
         raise DatasetMissing(
-            "imagenet", base, root, f"train/val have {len(sets[0].classes)}/{len(sets[1].classes)} class folders, not the same 1000"
+            "imagenet", base, root, f"train/val have {len(folders[0])}/{len(folders[1])} class folders, not the same 1000"
         )
-    return _files("imagenet", root, sets[0]), _files("imagenet", root, sets[1]), prompts.imagenet_names()
+    return train, val, prompts.imagenet_names()
+
+
+def read_image_folder(name: str, folder: Path, root: Path) -> ImageFiles:
+    """One ImageFolder split (``folder/<class>/<image>``, hidden entries skipped) as ImageFiles."""
+    if not folder.is_dir():
+        raise DatasetMissing(name, folder, root, "one folder per class")
+    try:
+        return _files(name, root, _ImageFolder(str(folder)))
+    except FileNotFoundError as error:  # no class folder / no image
+        raise DatasetMissing(name, folder, root, str(error)) from None
 
 
 _READERS: dict[str, Callable] = {
@@ -352,6 +414,9 @@ _READERS: dict[str, Callable] = {
 }
 
 
+RAW_NAMES = ("cifar10", "cifar100")  # readers whose class names differ with raw_names
+
+
 def load_vision_dataset(
     name: str,
     root: str | os.PathLike,
@@ -359,8 +424,12 @@ def load_vision_dataset(
     test_transform: Callable | None = None,
     max_train_per_class: int | None = None,
     max_test_per_class: int | None = None,
+    raw_names: bool = False,
 ) -> ClassificationData:
     """Dataset ``name`` under ``root`` with ZSCL's split; transforms apply to RGB PIL images.
+
+    ``raw_names``: CIFAR's class names as its meta file stores them (``aquarium_fish``, as ZSCL's CIL
+    code prompts them) instead of MTIL's spaced ones; the other datasets' names are the same either way.
 
     ``max_*_per_class`` keep the first N images of every class in the split's order (smoke runs;
     for the randomly split datasets that order is the split's random permutation).
@@ -368,7 +437,7 @@ def load_vision_dataset(
     if name not in _READERS:
         raise KeyError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
     root = Path(root).expanduser()
-    train, test, classnames = _READERS[name](root)
+    train, test, classnames = _READERS[name](root, raw=True) if raw_names and name in RAW_NAMES else _READERS[name](root)
     for part, images in (("train", train), ("test", test)):
         if len(images) == 0:
             raise DatasetMissing(name, root / DATASET_FOLDERS[name], root, f"no {part} images")

@@ -9,6 +9,14 @@ on CLIP's text-prompt classifier, as a ZSCL baseline.
   each to the earliest classes, never more than a class has (what a small class cannot use goes
   to the others, so the total is min(memory_size, images seen)). Old classes shrink by dropping
   the tail of their herding order (iCaRL's reduce step); quotas never grow as classes are added.
+- ``herding: per_stage`` is how ZSCL's code herds (``mtil/src/dynamic_dataset.py``,
+  ``cil/continual_clip/dynamic_dataset.py``): one herding order per dataset (MTIL) or task (CIL)
+  over all its images, towards the mean of all of them, labels ignored; the new stage keeps
+  K − K//t exemplars and every older stage is cut to K//t (K = ``memory_size``, t = stages so
+  far; at the first stage K). Those are ZSCL's quotas: from t = 3 on they add up to more than K
+  (e.g. 6666 of K = 5000 at t = 3), as in its code. ZSCL's budgets: K = 10000 (MTIL,
+  ``--memory_size`` default), 5000 (CIL, hard-coded); the zscl_* presets set them. ZSCL herds
+  among the first 30000 (MTIL) / 10000 (CIL) images of a dataset/task only: ``herding_pool``.
 - Memory is kept as (stage index, dataset index) pairs per class, in ``state_dict``: checkpoints
   hold indices, not images, and a resumed run rebuilds the same replay set.
 - Training: ``training_stage`` is the previous stages' exemplars plus the current stage's full
@@ -22,15 +30,20 @@ on CLIP's text-prompt classifier, as a ZSCL baseline.
   as in the CLIP continual-learning literature) is used instead.
 - Classification stays CLIP's prompt classifier (iCaRL's nearest-mean-of-exemplars rule is not
   used: the evaluation is the runner's zero-shot head, the same for every method).
-- ZSCL's own iCaRL baseline differs: its exemplars only feed the distillation term (against the
-  previous model) while the CE sees the current task; here they are replayed in the CE as well,
-  as in iCaRL.
+- ZSCL's own iCaRL baselines differ beyond the herding: their exemplars only feed an
+  image→text/text→image distillation against the current task's class prompts while the CE
+  sees the current task; here they are replayed in the CE as well, as in iCaRL. Their teacher:
+  in the released CIL code the previous task's model, but sharing storage with the student
+  (``param_q.data = param_k.data``), so that distillation has zero gradient; in MTIL
+  (``mtil/scripts/icarl.sh``, a 5-iteration script) the pretrained model, with the distillation
+  computed but not added (no ``--image_loss``/``--text_loss``). Here the teacher is a real frozen
+  copy of the stage-start model (``frozen_copy``: no shared storage), so the distillation acts.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..data.stages import Stage, merged_stage
 from .base import Method, RunContext, distillation_kl, frozen_copy
@@ -73,12 +86,27 @@ def herding(features: torch.Tensor, count: int) -> list[int]:
     return picked
 
 
+HERDING = ("per_class", "per_stage")
+STAGE = -1  # the "label" of a per-stage herding's memory key
+
+
+def zscl_stage_quotas(budget: int, stages: int) -> tuple[int, int]:
+    """ZSCL's (new stage, each older stage) exemplar counts at the t-th stage: (K − K//t or K at t = 1, K//t)."""
+    return (budget - budget // stages) or budget, budget // stages
+
+
 class ICaRL(Method):
-    def __init__(self, name: str = "icarl", memory_size: int = 2000, alpha: float = 1.0, temperature: float = 2.0):
+    def __init__(self, name: str = "icarl", memory_size: int = 2000, alpha: float = 1.0, temperature: float = 2.0,
+                 herding: str = "per_class", herding_pool: int | None = None):
         super().__init__(name)
         if memory_size < 0:
             raise ValueError(f"method.memory_size={memory_size} must be >= 0.")
-        self.memory_size, self.alpha, self.temperature = memory_size, alpha, temperature
+        if herding not in HERDING:
+            raise ValueError(f"method.herding='{herding}' is not one of {HERDING}.")
+        if herding_pool is not None and herding_pool < 1:
+            raise ValueError(f"method.herding_pool={herding_pool} must be >= 1 (or null: every image of the stage).")
+        self.memory_size, self.alpha, self.temperature, self.herding = memory_size, alpha, temperature, herding
+        self.herding_pool = herding_pool
         # (stage index, local label) -> [(stage index, dataset index), ...] in herding order
         self.memory: dict[tuple[int, int], list[tuple[int, int]]] = {}
         self.teacher = None
@@ -105,12 +133,16 @@ class ICaRL(Method):
 
     # -- memory --------------------------------------------------------------------------------
     def stage_features(self, run: RunContext, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised image features of every training image of ``stage`` (model in eval mode) and their labels."""
+        """Normalised image features of the training images of ``stage`` (every one, or the first
+        ``herding_pool``; model in eval mode) and their labels."""
         model, was_training = run.model, run.model.training
         model.eval()
         features, labels = [], []
+        pool = stage.train
+        if self.herding_pool is not None and self.herding_pool < len(pool):
+            pool = Subset(pool, range(self.herding_pool))
         with torch.no_grad():
-            for images, batch_labels in DataLoader(stage.train, batch_size=FEATURE_BATCH, shuffle=False):
+            for images, batch_labels in DataLoader(pool, batch_size=FEATURE_BATCH, shuffle=False):
                 features.append(model.encode_image(images.to(run.device), normalize=True).float())
                 labels.append(torch.as_tensor(batch_labels))
         model.train(was_training)
@@ -120,6 +152,12 @@ class ICaRL(Method):
         """Herd the current stage's classes, then cut every class to its quota of the budget."""
         index = run.stage_index
         features, labels = self.stage_features(run, run.stage)
+        if self.herding == "per_stage":
+            new, old = zscl_stage_quotas(self.memory_size, len({key[0] for key in self.memory} | {index}))
+            for key in self.memory:
+                self.memory[key] = self.memory[key][:old]
+            self.memory[(index, STAGE)] = [(index, i) for i in herding(features, new)] if new else []
+            return
         new_classes = {
             (index, label): (labels == label).nonzero().flatten() for label in range(len(run.stage.classnames))
         }

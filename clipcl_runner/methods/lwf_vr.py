@@ -11,6 +11,9 @@ ZSCL's variant of the seed paper's VR-LwF (``vr_lwf``, kept as it is):
 - Data: a SECOND batch of current-stage training images each step (as many as the current
   batch; indices drawn from the global RNG from ``run.training.train``, collated with
   ``default_collate``), as ZSCL's separate reference loader over the current dataset.
+  ``distill_transform``: ``eval`` reads these images through the model's evaluation transform
+  (ZSCL's MTIL: ``--ref-dataset <current>`` is built with its test preprocessing), ``train``
+  through the stage's own training transform (ZSCL's CIL: its loader over the training scenario).
 - Loss: CE + alpha·(image→text + text→image) soft-target distillation at temperature T = 2
   between z_student = exp(s)·student_image·teacher_textᵀ and z_teacher =
   exp(s_teacher)·teacher_image·teacher_textᵀ (image→text: softmax over the texts per image;
@@ -22,30 +25,52 @@ from __future__ import annotations
 
 import torch
 
+from ..data.stages import with_transform
 from .base import Method, RunContext, frozen_copy
 from .vr_lwf import random_token_texts
 from ..text_encoding import encode_frozen
 from .zscl import draw_images, soft_target_distillation
 
 
+DISTILL_TRANSFORMS = ("train", "eval")
+
+
 class LwFVR(Method):
     def __init__(self, name: str = "lwf_vr", alpha: float = 1.0, temperature: float = 2.0, num_texts: int = 1000,
-                 token_length: int = 10):
+                 token_length: int = 10, distill_transform: str = "train"):
         super().__init__(name)
+        if distill_transform not in DISTILL_TRANSFORMS:
+            raise ValueError(f"method.distill_transform='{distill_transform}' is not one of {DISTILL_TRANSFORMS}.")
         self.alpha, self.temperature, self.num_texts, self.token_length = alpha, temperature, num_texts, token_length
+        self.distill_transform = distill_transform
         self.teacher = self.tokens = self.teacher_texts = None
+        self._distill_data = None  # (the training set it views, that view)
+
+    def vocabulary_tokens(self, run: RunContext) -> torch.Tensor:
+        """The stage's texts: ``num_texts`` random texts of ``token_length`` BPE tokens."""
+        tokenizer = run.tokenizer
+        return random_token_texts(
+            self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length
+        )
 
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
         self.teacher = frozen_copy(run.model, run.teacher_dtype)
-        tokenizer = run.tokenizer
-        self.tokens = random_token_texts(
-            self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length
-        )
+        self.tokens = self.vocabulary_tokens(run)
         self.teacher_texts = encode_frozen(self.teacher, self.tokens, run.device)
 
     def end_stage(self, run: RunContext) -> None:
         self.teacher = self.teacher_texts = None  # the next stage snapshots again; free the memory now
+        self._distill_data = None
+
+    def distillation_images(self, run: RunContext):
+        """The images the second batch is drawn from: the training set, through ``distill_transform``."""
+        train = run.training.train
+        if self.distill_transform == "train" or run.clip is None:
+            return train
+        if self._distill_data is None or self._distill_data[0] is not train:
+            self._distill_data = (train, with_transform(train, run.clip.preprocess_eval))
+        return self._distill_data[1]
 
     def vocabulary_distillation(self, run: RunContext, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image→text, text→image) distillation on ``images`` against the stage's fixed random texts."""
@@ -62,7 +87,7 @@ class LwFVR(Method):
     def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
         image_features = run.model.encode_image(images, normalize=True)
         ce = self.cross_entropy(run, image_features, labels)
-        second = draw_images(run.training.train, len(images), run.device)
+        second = draw_images(self.distillation_images(run), len(images), run.device)
         image_term, text_term = self.vocabulary_distillation(run, second)
         loss = ce + self.alpha * (image_term + text_term)
         return loss, {"ce": ce.detach(), "vr_image": image_term.detach(), "vr_text": text_term.detach()}

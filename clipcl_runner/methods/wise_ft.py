@@ -1,22 +1,23 @@
 """WiSE-FT (Wortsman et al., CVPR 2022, "Robust fine-tuning of zero-shot models"), as ZSCL's baseline.
 
 Train each stage with plain CE (as ``finetune``); at the end of every stage interpolate the
-weights towards the zero-shot model:
+weights towards an anchor:
 
-    θ ← (1 − ratio)·θ_zero-shot + ratio·θ_fine-tuned,
+    θ ← (1 − ratio)·θ_anchor + ratio·θ_fine-tuned.
 
-θ_zero-shot = the trainable parameters of the pretrained model, snapshotted once in ``setup``
-(before any stage). ``ratio`` = 0 is the zero-shot model, 1 plain fine-tuning; 0.5 is the
-default (the mixing WiSE-FT recommends and ZSCL's WiSE-FT baseline). The interpolated model is
-what the next stage starts from and what is evaluated.
-
+- ``anchor: zero_shot``: θ_anchor = the trainable parameters of the pretrained model, snapshotted
+  once in ``setup`` (WiSE-FT's own recipe). ``anchor: stage_start``: the model the stage started
+  from (the previous stage's result), snapshotted in ``begin_stage``; this is what ZSCL's released
+  MTIL script runs (``mtil/scripts/WiSE_finetune.sh``: ``--wise_merge --wise_ft_model n
+  --wise_ft_alpha 0.8``, where ``finetune.py`` merges ``θ·alpha + θ_loaded·(1 − alpha)`` after the
+  stage's loop), set by the ZSCL presets with ``ratio`` 0.8.
+- ``ratio`` = 0 gives the anchor, 1 plain fine-tuning; 0.5 is the default without a preset. The
+  interpolated model is what the next stage starts from and what is evaluated.
 - Only the trainable parameters are interpolated (the chosen ``part``, and the logit scale when it
   trains); BatchNorm statistics stay the fine-tuned model's, as in ``imm``.
-- ZSCL's released MTIL script (``WiSE_finetune.sh``) instead anchors every stage at the model it
-  started from, with ratio 0.8: that is mean-IMM, ``method=imm method.alpha=0.8``.
 - Inside a stage (OST's every-epoch evaluation) the interpolated model is evaluated while training
   continues unmerged, as ``imm`` does.
-- θ_zero-shot is kept in ``state_dict`` so a resumed run anchors at the same weights.
+- The anchor is kept in ``state_dict`` so a resumed run anchors at the same weights.
 """
 from __future__ import annotations
 
@@ -27,19 +28,28 @@ from .base import RunContext
 from .finetune import Finetune
 from .weights import interpolate_, interpolated, trainable_snapshot, with_parameters
 
+ANCHORS = ("zero_shot", "stage_start")
+
 
 class WiSEFT(Finetune):
-    def __init__(self, name: str = "wise_ft", ratio: float = 0.5):
+    def __init__(self, name: str = "wise_ft", ratio: float = 0.5, anchor: str = "zero_shot"):
         super().__init__(name)
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"method.ratio={ratio} must lie in [0, 1].")
-        self.ratio = ratio
-        self.zero_shot: dict[str, torch.Tensor] | None = None
+        if anchor not in ANCHORS:
+            raise ValueError(f"method.anchor='{anchor}' is not one of {ANCHORS}.")
+        self.ratio, self.anchor = ratio, anchor
+        self.zero_shot: dict[str, torch.Tensor] | None = None  # the anchor (named for checkpoints of older runs)
 
     def setup(self, run: RunContext) -> list[nn.Parameter]:
         parameters = super().setup(run)
         self.zero_shot = trainable_snapshot(run.model)
         return parameters
+
+    def begin_stage(self, run: RunContext) -> None:
+        super().begin_stage(run)
+        if self.anchor == "stage_start":
+            self.zero_shot = trainable_snapshot(run.model)
 
     def model_for_evaluation(self, run: RunContext) -> nn.Module:
         merged = {

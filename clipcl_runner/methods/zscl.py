@@ -23,15 +23,20 @@ reference set (``clipcl_runner.data.reference``), plus a weight ensemble over th
   ``text_features: student``).
 - Loss form: ZSCL's soft-target cross-entropy CE(softmax(t/T), s/T)·T² minus the teacher's entropy
   (a constant), i.e. KL·T²: the same gradients, and exactly zero when student and teacher agree.
-- Weight ensemble (WE, ZSCL's ``--we --avg_freq``): at the stage start θ̄ = θ_start (count 1);
-  after every ``we_every``-th optimiser step (steps we_every, 2·we_every, ..., counted per stage)
-  θ̄ ← (θ̄·n + θ)/(n + 1), n += 1, and after the stage's last step in any case (a stage shorter
-  than ``we_every`` would otherwise end on its start weights and learn nothing). At the
-  stage end the model takes θ̄ (trainable parameters only; BatchNorm statistics stay the trained
-  model's): the next stage starts from θ̄ and θ̄ is what is evaluated. Training itself continues
-  from the unaveraged θ during the stage, and mid-stage evaluations (OST) see θ̄, as in ZSCL.
-  ZSCL's loop averages after its steps 1, 1+f, 1+2f, ... of 1001; this one after f, 2f, ..., T of
-  T steps: the same number of samples, shifted by one step. ``we_every: null`` turns WE off.
+- Weight ensemble (WE, ZSCL's ``--we --avg_freq``): at the stage start θ̄ = θ_start (count 1); after
+  an optimiser step that is due (``after_step``, called by the trainer after the optimiser and
+  scheduler step; ``step`` = steps done in this stage, 1-based) θ̄ ← (θ̄·n + θ)/(n + 1), n += 1.
+  ``we_timing: official`` (ZSCL's ``finetune.py`` loop, ``iteration % avg_freq == 0`` on its
+  0-based iteration after the step): steps 1, 1+f, 1+2f, ... . ZSCL's loop runs ``iterations + 1``
+  steps, the last at learning rate 0 (``tasks.extra_steps: 1`` with the ``zscl_loop.zscl_cosine``
+  schedule), so for 1000 iterations and f = 100 it averages after steps 1, 101, ..., 1001: 11
+  updates, 12 samples with θ_start; the last sample is the final weights exactly when
+  ``iterations`` is a multiple of f (CIL's ceil(N/64) usually is not: the last steps then do not
+  reach θ̄, as in ZSCL's CIL code). ``we_timing: multiples``: steps f, 2f, ..., and the stage's last
+  step in any case (a stage shorter than f would otherwise learn nothing). At the stage end the
+  model takes θ̄ (trainable parameters only; BatchNorm statistics stay the trained model's): the
+  next stage starts from θ̄ and θ̄ is what is evaluated. Training continues from the unaveraged θ
+  during the stage; mid-stage evaluations see θ̄, as in ZSCL. ``we_every: null`` turns WE off.
 - ``l2``: optional L2 pull Σ‖θ − θ_start‖² towards the stage-start weights (ZSCL's MTIL script
   passes ``--l2 1``; the paper's method does not have it), 0 by default.
 - State (running average, its count, the step counter) is in ``state_dict`` for exact resume.
@@ -52,6 +57,12 @@ from .weights import RunningAverage, load_parameters_, trainable_snapshot, with_
 
 log = logging.getLogger(__name__)
 TEXT_FEATURES = ("teacher", "student")
+WE_TIMINGS = ("official", "multiples")
+
+
+def we_due(step: int, every: int, timing: str) -> bool:
+    """Whether the weights after optimiser step ``step`` (1-based) join the weight ensemble."""
+    return (step - 1) % every == 0 if timing == "official" else step % every == 0
 
 
 def soft_target_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
@@ -78,18 +89,21 @@ class ZSCL(Method):
         text_weight: float = 1.0,
         text_features: str = "teacher",
         we_every: int | None = 100,
+        we_timing: str = "multiples",
         l2: float = 0.0,
     ):
         super().__init__(name)
         if text_features not in TEXT_FEATURES:
             raise ValueError(f"method.text_features='{text_features}' is not one of {TEXT_FEATURES}.")
+        if we_timing not in WE_TIMINGS:
+            raise ValueError(f"method.we_timing='{we_timing}' is not one of {WE_TIMINGS}.")
         if we_every is not None and we_every < 1:
             raise ValueError(f"method.we_every={we_every} must be >= 1 (or null: no weight ensemble).")
         if reference is None:
             raise ValueError("ZSCL needs a reference set (method.reference, e.g. `reference=synthetic`).")
         self.reference, self.ref_batch_size, self.num_ref_texts = reference, ref_batch_size, num_ref_texts
         self.temperature, self.image_weight, self.text_weight = temperature, image_weight, text_weight
-        self.text_features, self.we_every, self.l2 = text_features, we_every, l2
+        self.text_features, self.we_every, self.we_timing, self.l2 = text_features, we_every, we_timing, l2
         self.teacher = None
         self.average: RunningAverage | None = None
         self.stage_start: dict[str, torch.Tensor] | None = None
@@ -118,24 +132,24 @@ class ZSCL(Method):
         self.average = RunningAverage(trainable_snapshot(run.model)) if self.we_every else None
         self.stage_start = trainable_snapshot(run.model) if self.l2 else None
 
-    def average_if_due(self, run: RunContext) -> None:
-        """Add θ to the weight ensemble after every ``we_every``-th step (once per step)."""
-        if self.average is not None and self.step > self.averaged_step and self.step % self.we_every == 0:
+    def after_step(self, run: RunContext, step: int) -> None:
+        """Add θ (the model after ``step`` optimiser steps of this stage) to the ensemble when due."""
+        self.step = step
+        if self.average is not None and step > self.averaged_step and we_due(step, self.we_every, self.we_timing):
             self.average.update(run.model)
-            self.averaged_step = self.step
+            self.averaged_step = step
 
     def end_stage(self, run: RunContext) -> None:
         if self.average is not None:
-            if self.step > self.averaged_step:  # the final weights always count, also in a stage
-                self.average.update(run.model)   # shorter than we_every (else it would not learn at all)
-                self.averaged_step = self.step
+            if self.we_timing == "multiples" and self.step > self.averaged_step:
+                self.average.update(run.model)  # the final weights always count (a stage shorter than
+                self.averaged_step = self.step  # we_every would otherwise not learn at all)
             load_parameters_(run.model, self.average.values_like(run.model))
         self.stage_start = None
 
     def model_for_evaluation(self, run: RunContext) -> nn.Module:
         if self.average is None:
             return run.model
-        self.average_if_due(run)  # what the next step would add anyway (it is added once)
         return with_parameters(run.model, self.average.values_like(run.model))
 
     def state_dict(self) -> dict:
@@ -178,7 +192,6 @@ class ZSCL(Method):
         )
 
     def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
-        self.average_if_due(run)  # θ here is the model after ``self.step`` optimiser steps
         image_features = run.model.encode_image(images, normalize=True)
         ce = self.cross_entropy(run, image_features, labels)
         image_term, text_term = self.reference_distillation(run)
@@ -192,5 +205,4 @@ class ZSCL(Method):
             )
             loss = loss + self.l2 * l2
             terms["l2"] = l2.detach()
-        self.step += 1
         return loss, terms
