@@ -257,3 +257,111 @@ def test_retrieval_ties_match_the_official_argsort_order():
     assert got == pytest.approx(expected)
     optimistic = recall_at_k(image_features, text_features, torch.arange(15) // 5, ties="optimistic")
     assert optimistic["t2i_r1"] > got["t2i_r1"]  # the case does have ties that matter
+
+
+# --- 6. GeoDL: the official kernel on a hand-worked case; exact kernel one switch away -------------
+def test_newton_schulz_inverse_is_one_iteration_by_hand():
+    from clipcl_runner.methods.geodl import newton_schulz_inverse
+
+    # X = diag(3, 4): ||X||_F = 5, step = (3I - X/5)/2 = diag(1.2, 1.1), inverse ~ step^2 / 5
+    got = newton_schulz_inverse(torch.diag(torch.tensor([3.0, 4.0], dtype=torch.float64)))
+    assert torch.allclose(got, torch.diag(torch.tensor([1.44 / 5, 1.21 / 5], dtype=torch.float64)))
+
+
+def test_official_kernel_on_a_hand_worked_batch():
+    """N = 3 samples in D = 3: d = N - 2 = 1 and the complement has 2 <= 60 columns, so every
+    choice is forced. New rows u, -u, 1/sqrt3 centre (per sample) to a rank-1 matrix along u;
+    old rows v, -v, 1/sqrt3 along v = cos(phi) u + sin(phi) w. Then A = cos(phi), the 1x1
+    Newton-Schulz inverse is exact, and G = b1 u u' + sin^2(phi)/(2 phi) (u w' + w u') + b4 w w'.
+    For Δ = u - v: Δ'GΔ = 1 + sin(2phi)/(2phi) - cos(phi) - sin(phi)/phi = 1/2 - 3 sqrt3 / (4 pi)
+    at phi = pi/3, for two of the three rows (the third has Δ = 0)."""
+    from clipcl_runner.methods.geodl import geodesic_distance, official_kernel
+
+    u = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64) / math.sqrt(2)
+    w = torch.tensor([1.0, 1.0, -2.0], dtype=torch.float64) / math.sqrt(6)
+    phi = math.pi / 3
+    v = math.cos(phi) * u + math.sin(phi) * w
+    ones = torch.ones(3, dtype=torch.float64) / math.sqrt(3)
+    new, old = torch.stack([u, -u, ones]), torch.stack([v, -v, ones])
+    kernel = official_kernel(new, old)
+    b1, b4 = 0.5 + math.sin(2 * phi) / (4 * phi), 0.5 - math.sin(2 * phi) / (4 * phi)
+    cross = math.sin(phi) ** 2 / (2 * phi)
+    expected_kernel = b1 * torch.outer(u, u) + cross * (torch.outer(u, w) + torch.outer(w, u)) + b4 * torch.outer(w, w)
+    assert torch.allclose(kernel.double(), expected_kernel, atol=1e-6)
+    loss = geodesic_distance(old.float(), new.float(), kernel)
+    assert loss.item() == pytest.approx(2 / 3 * (0.5 - 3 * math.sqrt(3) / (4 * math.pi)), rel=1e-5)
+
+
+def test_official_kernel_is_not_a_projector_and_differs_from_the_exact_one():
+    from clipcl_runner.methods.geodl import geodesic_flow_kernel, official_kernel
+
+    generator = torch.Generator().manual_seed(0)
+    common = 3 * torch.randn(128, generator=generator)  # CLIP-like features share a large mean direction
+    old = F.normalize(torch.randn(30, 128, generator=generator) + common, dim=-1)
+    new = F.normalize(old + 0.5 * torch.randn(30, 128, generator=generator) / 128**0.5 * 4, dim=-1)
+    official = torch.linalg.eigvalsh(official_kernel(new, old).double())
+    exact = torch.linalg.eigvalsh(geodesic_flow_kernel(old, new, 128).double())
+    assert official.max() > 1.01 and exact.max() <= 1 + 1e-6  # the approximate HOGSVD overshoots
+    with pytest.raises(ValueError, match="3 <= N"):
+        official_kernel(new[:2], old[:2])
+
+
+def geodl_run(stage_index: int, train_head: str = "stage", label_smoothing: float = 0.0):
+    run = tiny_run("whole", stages=2)
+    run.train_head, run.label_smoothing = train_head, label_smoothing
+    return run
+
+
+@pytest.mark.parametrize("kernel", ["official", "exact"])
+def test_geodl_uses_the_shared_ce_with_train_head_seen_and_label_smoothing(kernel):
+    """Issue 10 item 4: stage 2 with train_head=seen used to raise IndexError (CE over 2 classes)."""
+    from clipcl_runner.methods.geodl import GeoDL
+
+    run = geodl_run(1, "seen", 0.1)
+    method = GeoDL(alpha=0.0, kernel=kernel)
+    method.setup(run)
+    run.stage_index = 1
+    method.begin_stage(run)
+    run.train_stage = method.training_stage(run)
+    perturb(run.model)
+    run.model.eval()
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([2, 3, 0, 1])  # labels over the 4 seen classes
+    loss, terms = method.training_loss(run, images, labels)
+    with torch.no_grad():
+        img = F.normalize(run.model.encode_image(images), dim=-1)
+        text = encode_texts(run.model, run.tokenizer, [run.stage.train_templates[0].format(c) for c in run.seen_classnames()])
+        expected = F.cross_entropy(run.model.logit_scale.exp() * img @ text.t(), labels, label_smoothing=0.1)
+    assert terms["ce"].item() == pytest.approx(expected.item(), rel=1e-4)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("text_classes,rows", [("seen", 4), ("current", 2)])
+def test_geodl_mst_text_term_over_every_seen_class(text_classes, rows):
+    from clipcl_runner.methods.geodl import GeoDL, geodesic_distance, geodesic_flow_kernel
+
+    run = geodl_run(1)
+    method = GeoDL(alpha=1.0, kernel="exact", text_classes=text_classes)
+    method.setup(run)
+    run.stage_index = 1
+    method.begin_stage(run)
+    perturb(run.model)
+    run.model.eval()
+    images = torch.randn(4, 3, 32, 32)
+    _, terms = method.training_loss(run, images, torch.tensor([0, 1, 0, 1]))
+    template = run.stage.train_templates[0]
+    names = (run.seen_classnames() if text_classes == "seen" else run.stage.classnames)
+    assert len(names) == rows and method.text_names == list(names)
+    with torch.no_grad():
+        prompts = [template.format(c) for c in names]
+        new, old = encode_texts(run.model, run.tokenizer, prompts), encode_texts(method.teacher, run.tokenizer, prompts)
+        expected = geodesic_distance(old, new, geodesic_flow_kernel(old, new, 128))
+    assert terms["geodl_txt"].item() == pytest.approx(expected.item(), rel=1e-3, abs=1e-7)
+
+
+def test_geodl_rejects_unknown_switches():
+    from clipcl_runner.methods.geodl import GeoDL
+
+    with pytest.raises(ValueError, match="method.kernel"):
+        GeoDL(kernel="approx")
+    with pytest.raises(ValueError, match="method.text_classes"):
+        GeoDL(text_classes="all")

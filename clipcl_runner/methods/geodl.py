@@ -7,14 +7,16 @@ CVPR 2012) between the PCA subspaces of the old and the new batch features. G is
 detached features: gradient flows through Δ only, as in the authors' code.
 
 - D_img: on the current batch's image features.
-- D_txt: on the class-prompt text features of the stage's classes (student vs teacher).
+- D_txt: on the class-prompt text features (student vs teacher) of every class seen so far
+  (``text_classes=seen``; ``current``: the stage's classes only).
 A tower that does not train (``part=image`` / ``part=text``) has Δ without gradient, so its
-term is not computed and is logged as 0.
+term is not computed and is logged as 0. The CE is the shared one (``trainer.train_head``,
+``trainer.label_smoothing``).
 
-The paper's (CL-CLIP) alpha is 10 for ``whole``/``image`` and 0.3 for ``text``
-(``method.alpha=0.3``). If the kernel cannot be computed for a step (a batch of one, fewer than
-two classes, NaN features, an SVD that does not converge), that step falls back to plain CE and
-a warning is logged once.
+``kernel``: ``exact`` is the closed-form GFK below; ``official`` is the approximation CL-CLIP's
+code computes (:func:`official_kernel`). docs/fidelity.md lists the tests that pin both.
+If the kernel cannot be computed for a step (too few samples, NaN features, an SVD that does
+not converge), that step falls back to plain CE and a warning is logged once.
 """
 from __future__ import annotations
 
@@ -92,6 +94,70 @@ def geodesic_flow_kernel(old: Tensor, new: Tensor, subspace_dim: int) -> Tensor:
     return kernel.float()
 
 
+def per_sample_centred_pca(features: Tensor, dim: int) -> Tensor:
+    """D x ``dim``: the top left singular vectors of featuresᵀ after subtracting each sample's own
+    mean over its D coordinates (not the batch mean)."""
+    columns = features.t()  # D x N
+    centred = columns - columns.mean(dim=0, keepdim=True)
+    u, _, _ = torch.linalg.svd(centred, full_matrices=False)
+    return u[:, :dim]
+
+
+def newton_schulz_inverse(matrix: Tensor) -> Tensor:
+    """One Newton-Schulz iteration for X^(-1/2), squared: (½(3I − X/‖X‖_F))² / ‖X‖_F."""
+    norm = torch.linalg.matrix_norm(matrix)
+    step = 0.5 * (3.0 * torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device) - matrix / norm)
+    return step @ step / norm
+
+
+def official_kernel(new: Tensor, old: Tensor, null_space_dim: int = 60) -> Tensor:
+    """The kernel CL-CLIP's GeoDL code builds from a batch of ``new`` (student) and ``old``
+    (teacher) features (N x D, each row L2-normalised first), restated:
+
+    - P_S: per-sample-centred PCA of the new features with d = N − 2 columns, extended by the
+      first ``null_space_dim`` columns R of an orthonormal basis of its complement (the
+      null space of P_Sᵀ from a full SVD; which columns is LAPACK's choice when D − d exceeds
+      it); P_T: the same PCA of the old features.
+    - A = P_Sᵀ P_T, B = Rᵀ P_T; an approximate two-matrix HOGSVD: S = ½(AᵀA (BᵀB)⁻¹ + BᵀB (AᵀA)⁻¹)
+      with each inverse from one Newton-Schulz iteration, V = left singular vectors of S,
+      Γ = column norms of A V, V1 = A V / Γ, V2 = −B V / (column norms of B V), θ = arccos Γ.
+    - G = Q1 b1 Q1ᵀ + Q1 b2 Q2ᵀ + Q2 b2 Q1ᵀ + Q2 b4 Q2ᵀ with Q1 = P_S[:, :d] V1, Q2 = R V2,
+      b1 = ½(1 + sin2θ/(2θ+ε)), b2 = ½(cos2θ − 1)/(2θ+ε), b4 = ½(1 − sin2θ/(2θ+ε)), ε = 1e-12.
+
+    Not a projector: its eigenvalues exceed 1 (up to ~1.3 on CLIP features). Float64, no
+    gradient; raises ``ValueError`` when N < 3 or the result is not finite.
+    """
+    if new.dim() != 2 or new.shape != old.shape:
+        raise ValueError(f"new and old features must be N x D of equal shape, got {tuple(new.shape)} and {tuple(old.shape)}.")
+    dim = new.shape[0] - 2
+    if dim < 1 or dim >= new.shape[1]:
+        raise ValueError(f"the official kernel needs 3 <= N < D + 2 samples (got N={new.shape[0]}, D={new.shape[1]}).")
+    with torch.no_grad():
+        source = F.normalize(new.detach().double(), dim=-1)
+        target = F.normalize(old.detach().double(), dim=-1)
+        if not (torch.isfinite(source).all() and torch.isfinite(target).all()):
+            raise ValueError("features are not finite.")
+        p_s, p_t = per_sample_centred_pca(source, dim), per_sample_centred_pca(target, dim)
+        complement = torch.linalg.svd(p_s.t().cpu(), full_matrices=True)[2][dim:].t().to(p_s.device)
+        rest = complement[:, :null_space_dim]
+        a, b = p_s.t() @ p_t, rest.t() @ p_t
+        gram_a, gram_b = a.t() @ a, b.t() @ b
+        s_matrix = 0.5 * (gram_a @ newton_schulz_inverse(gram_b) + gram_b @ newton_schulz_inverse(gram_a))
+        v = torch.linalg.svd(s_matrix)[0]
+        av, bv = a @ v, b @ v
+        gamma = torch.linalg.vector_norm(av, dim=0)
+        v1, v2 = av / gamma, -bv / torch.linalg.vector_norm(bv, dim=0)
+        theta = torch.arccos(gamma.clamp(-1.0, 1.0))
+        ratio = torch.sin(2 * theta) / (2 * theta + 1e-12)
+        b1, b2, b4 = 0.5 * (1 + ratio), 0.5 * (torch.cos(2 * theta) - 1) / (2 * theta + 1e-12), 0.5 * (1 - ratio)
+        q1, q2 = p_s @ v1, rest @ v2
+        cross = (q1 * b2) @ q2.t()
+        kernel = (q1 * b1) @ q1.t() + cross + cross.t() + (q2 * b4) @ q2.t()
+        if not torch.isfinite(kernel).all():
+            raise ValueError("the official geodesic flow kernel is not finite.")
+    return kernel.float()
+
+
 def geodesic_distance(old: Tensor, new: Tensor, kernel: Tensor) -> Tensor:
     """Mean over the batch of Δᵀ G Δ, Δ = new − old (gradient flows through both features, not G)."""
     delta = (new - old).float()
@@ -99,27 +165,63 @@ def geodesic_distance(old: Tensor, new: Tensor, kernel: Tensor) -> Tensor:
         return ((delta @ kernel.to(delta.device)) * delta).sum(dim=-1).mean()
 
 
+KERNELS = ("official", "exact")
+TEXT_CLASSES = ("seen", "current")
+
+
 class GeoDL(Method):
-    def __init__(self, name: str = "geodl", alpha: float = 10.0, subspace_dim: int = 128):
+    def __init__(
+        self,
+        name: str = "geodl",
+        alpha: float = 10.0,
+        subspace_dim: int = 128,
+        kernel: str = "exact",
+        text_classes: str = "seen",
+        null_space_dim: int = 60,
+    ):
         super().__init__(name)
         if subspace_dim < 1:
             raise ValueError(f"method.subspace_dim={subspace_dim} must be >= 1.")
-        self.alpha, self.subspace_dim = alpha, subspace_dim
+        if kernel not in KERNELS:
+            raise ValueError(f"method.kernel='{kernel}' is not one of {KERNELS}.")
+        if text_classes not in TEXT_CLASSES:
+            raise ValueError(f"method.text_classes='{text_classes}' is not one of {TEXT_CLASSES}.")
+        if null_space_dim < 0:
+            raise ValueError(f"method.null_space_dim={null_space_dim} must be >= 0.")
+        self.alpha, self.subspace_dim, self.kernel = alpha, subspace_dim, kernel
+        self.text_classes, self.null_space_dim = text_classes, null_space_dim
         self.teacher = None
         self._warned = False
 
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
         self.teacher = frozen_copy(run.model, run.teacher_dtype)
+        self.text_names = run.seen_classnames() if self.text_classes == "seen" else list(run.stage.classnames)
 
     def end_stage(self, run: RunContext) -> None:
         self.teacher = None  # the next stage snapshots the model again
 
     def distance(self, old: Tensor, new: Tensor) -> Tensor:
+        if self.kernel == "official":
+            return geodesic_distance(old, new, official_kernel(new, old, self.null_space_dim))
         return geodesic_distance(old, new, geodesic_flow_kernel(old, new, self.subspace_dim))
 
     def teacher_text_features(self, run: RunContext) -> Tensor:
-        return self.frozen_class_features(run, self.teacher, run.stage.classnames, run.stage.train_templates)
+        return self.frozen_class_features(run, self.teacher, self.text_names, run.stage.train_templates)
+
+    def cross_entropy_with(self, run: RunContext, image_features: Tensor, labels: Tensor, text_features: Tensor | None):
+        """The shared CE; when its classes are rows of the student's D_txt prompts, from those rows
+        (one pass of the prompts through the text tower for both terms)."""
+        training = run.training
+        if (
+            text_features is None
+            or training.train_templates != run.stage.train_templates
+            or not set(training.classnames) <= set(self.text_names)
+        ):
+            return self.cross_entropy(run, image_features, labels)
+        rows = torch.tensor([self.text_names.index(n) for n in training.classnames], device=text_features.device)
+        logits = run.model.logit_scale.exp() * image_features @ text_features.index_select(0, rows).t()
+        return F.cross_entropy(logits, labels, label_smoothing=run.label_smoothing)
 
     def geodesic_terms(self, run: RunContext, images: Tensor, image_features: Tensor, text_features: Tensor | None):
         """(D_img, D_txt) for the trained towers (0 for a frozen tower); raises when a kernel fails."""
@@ -134,15 +236,11 @@ class GeoDL(Method):
         return d_img, d_txt
 
     def training_loss(self, run: RunContext, images: Tensor, labels: Tensor):
-        names, templates = run.stage.classnames, run.stage.train_templates
         image_features = run.model.encode_image(images, normalize=True)
         text_features = None
         if run.part in ("whole", "text"):  # student class features, shared by CE and D_txt
-            text_features = self.class_features(run, run.model, names, templates)
-            logits = run.model.logit_scale.exp() * image_features @ text_features.t()
-        else:
-            logits = self.class_logits(run, run.model, image_features, names, templates)
-        ce = F.cross_entropy(logits, labels)
+            text_features = self.class_features(run, run.model, self.text_names, run.stage.train_templates)
+        ce = self.cross_entropy_with(run, image_features, labels, text_features)
         try:
             d_img, d_txt = self.geodesic_terms(run, images, image_features, text_features)
         except (ValueError, RuntimeError) as error:  # torch.linalg.LinAlgError is a RuntimeError
