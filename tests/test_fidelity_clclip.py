@@ -365,3 +365,94 @@ def test_geodl_rejects_unknown_switches():
         GeoDL(kernel="approx")
     with pytest.raises(ValueError, match="method.text_classes"):
         GeoDL(text_classes="all")
+
+
+# --- 7. RKR: CL-CLIP's rectifiers (3 per block, nn.Linear-initialised U, logit scale frozen) -------
+VIT_WIDTH, TEXT_WIDTH, BLOCKS, RANK = 64, 32, 2, 4
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    """A 2-block ViT CLIP (image width 64, text width 32), registered with open_clip for this module."""
+    import json
+
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("vit_config")
+    config = {
+        "embed_dim": 32, "quick_gelu": True,
+        "vision_cfg": {"image_size": 32, "layers": BLOCKS, "width": VIT_WIDTH, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": TEXT_WIDTH, "heads": 2, "layers": BLOCKS},
+    }
+    (folder / "H1-Fidelity-ViT-Tiny.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / "H1-Fidelity-ViT-Tiny.json")
+    return "H1-Fidelity-ViT-Tiny"
+
+
+def vit_run(name: str, part: str, train_logit_scale: bool = True):
+    import open_clip
+
+    from clipcl_runner.methods.base import RunContext
+
+    run = tiny_run(part)
+    torch.manual_seed(0)
+    return RunContext(model=open_clip.create_model(name), tokenizer=open_clip.get_tokenizer(name),
+                      device=torch.device("cpu"), stages=run.stages, part=part, train_logit_scale=train_logit_scale)
+
+
+def block_rectifier_size(width: int, in_proj: bool) -> int:
+    """Per block, by hand: (U out x r, D r x in, σ out) for out-proj (w, w), c_fc (4w, w), c_proj (w, 4w)."""
+    size = sum(RANK * o + RANK * i + o for o, i in [(width, width), (4 * width, width), (width, 4 * width)])
+    return size + (RANK * 3 * width + RANK * width + 3 * width if in_proj else 0)
+
+
+@pytest.mark.parametrize("part,in_proj,quirk,towers", [
+    ("whole", False, False, ("image", "text")),
+    ("whole", True, False, ("image", "text")),
+    ("image", False, False, ("image",)),
+    ("text", False, False, ("text",)),
+    ("text", False, True, ("image", "text")),  # CL-CLIP's "Transformer" name match also hits visual.transformer
+])
+def test_rkr_parameter_counts_follow_the_official_layers(tiny_vit, part, in_proj, quirk, towers):
+    from clipcl_runner.methods.rkr import RKR
+
+    run = vit_run(tiny_vit, part)
+    parameters = RKR(rank=RANK, in_proj=in_proj, text_rectifies_image=quirk).setup(run)
+    widths = {"image": VIT_WIDTH, "text": TEXT_WIDTH}
+    expected = sum(BLOCKS * block_rectifier_size(widths[t], in_proj) for t in towers)
+    assert sum(p.numel() for p in parameters) == expected
+    assert not run.model.logit_scale.requires_grad  # frozen although trainer.train_logit_scale=true
+    assert all(p.requires_grad for p in parameters)
+    assert sum(p.numel() for p in run.model.parameters() if p.requires_grad) == expected
+
+
+def test_rkr_u_is_initialised_as_nn_linear_and_the_model_starts_unchanged(tiny_vit):
+    from clipcl_runner.methods.base import frozen_copy
+    from clipcl_runner.methods.rkr import RKR, Rectifier
+
+    run = vit_run(tiny_vit, "whole")
+    original = frozen_copy(run.model)
+    RKR(rank=RANK).setup(run)
+    run.model.eval()
+    u = torch.cat([m.U.flatten() for m in run.model.modules() if isinstance(m, Rectifier)])
+    # nn.Linear(rank, out).weight ~ U(-1/sqrt(rank), 1/sqrt(rank)): std 1/sqrt(3 rank) = 0.2887 for rank 4
+    assert u.abs().max() <= 1 / math.sqrt(RANK)
+    assert u.std().item() == pytest.approx(1 / math.sqrt(3 * RANK), rel=0.05)
+    assert all(torch.equal(m.D, torch.zeros_like(m.D)) for m in run.model.modules() if isinstance(m, Rectifier))
+    images, tokens = torch.randn(2, 3, 32, 32), run.tokenizer(["a photo of a cat", "x"])
+    with torch.no_grad():
+        assert torch.allclose(run.model.encode_image(images), original.encode_image(images), atol=1e-5)
+        assert torch.allclose(run.model.encode_text(tokens), original.encode_text(tokens), atol=1e-5)
+    normal = vit_run(tiny_vit, "whole")
+    RKR(rank=RANK, init="normal", init_std=0.02).setup(normal)
+    u = torch.cat([m.U.flatten() for m in normal.model.modules() if isinstance(m, Rectifier)])
+    assert u.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_rkr_refuses_an_image_tower_without_transformer_blocks():
+    from clipcl_runner.methods.rkr import RKR
+
+    with pytest.raises(ValueError, match="method.layers=all"):
+        RKR().setup(tiny_run("image"))  # the tiny RN image tower
+    with pytest.raises(ValueError, match="method.init"):
+        RKR(init="zeros")

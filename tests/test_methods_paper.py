@@ -169,6 +169,12 @@ def wrapped_towers(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+# RKR on every linear of the tower (attention pool and in-projections included), the logit scale
+# following the trainer: the wrapping mechanics on the tiny RN model (tests/test_fidelity_clclip.py
+# pins the default, CL-CLIP's 3 layers per transformer block).
+ALL_LAYERS = {"layers": "all", "init": "normal", "freeze_logit_scale": False}
+
+
 def plain_linears(model: nn.Module, tower: str) -> int:
     return sum(
         1 for name, module in model.named_modules()
@@ -181,7 +187,7 @@ def plain_linears(model: nn.Module, tower: str) -> int:
 def test_rkr_starts_exactly_at_the_frozen_model_and_trains_only_rectifiers(train_logit_scale):
     run = tiny_run("whole", train_logit_scale)
     original = frozen_copy(run.model)  # eval, no gradients: the same attention kernels as the wrapped model
-    parameters = RKR("rkr").setup(run)
+    parameters = RKR("rkr", **ALL_LAYERS).setup(run)
     run.model.eval()
     tokens = run.tokenizer(["this is a photo of shape0a .", "a b c"])
     images = torch.randn(4, 3, 32, 32)
@@ -196,7 +202,7 @@ def test_rkr_starts_exactly_at_the_frozen_model_and_trains_only_rectifiers(train
 
 def test_rkr_step_changes_outputs_but_not_the_original_weights_and_round_trips():
     run = tiny_run("whole")
-    method = RKR("rkr")
+    method = RKR("rkr", **ALL_LAYERS)
     parameters = method.setup(run)
     run.model.eval()  # BatchNorm statistics fixed: only the optimiser can change the outputs
     frozen = {name: value.clone() for name, value in run.model.state_dict().items() if "rectifier" not in name}
@@ -215,7 +221,7 @@ def test_rkr_step_changes_outputs_but_not_the_original_weights_and_round_trips()
     # A fresh model wrapped the same way (other random U) loads the checkpoint and computes the same.
     fresh = tiny_run("whole")
     torch.manual_seed(123)
-    RKR("rkr").setup(fresh)
+    RKR("rkr", **ALL_LAYERS).setup(fresh)
     fresh.model.load_state_dict(state)
     fresh.model.eval()
     for got, want in zip(encode(fresh.model, tokens, images), after):
@@ -225,7 +231,7 @@ def test_rkr_step_changes_outputs_but_not_the_original_weights_and_round_trips()
 @pytest.mark.parametrize("part,expected", [("image", {"image": 4, "text": 0}), ("text", {"image": 0, "text": 6})])
 def test_rkr_wraps_only_the_trained_tower(part, expected):
     run = tiny_run(part)
-    parameters = RKR("rkr").setup(run)
+    parameters = RKR("rkr", **ALL_LAYERS).setup(run)
     assert wrapped_towers(run.model) == expected
     other = "text" if part == "image" else "image"
     assert plain_linears(run.model, other) == {"image": 4, "text": 6}[other]
@@ -235,7 +241,7 @@ def test_rkr_wraps_only_the_trained_tower(part, expected):
 
 def test_rkr_rectified_weights_reach_modules_that_read_weights_directly():
     run = tiny_run("image")
-    RKR("rkr").setup(run)
+    RKR("rkr", **ALL_LAYERS).setup(run)
     run.model.eval()
     images = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
