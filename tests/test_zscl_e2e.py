@@ -58,7 +58,7 @@ def test_mini_mtil_gives_the_matrix_and_transfer_avg_last(data_root, tmp_path, m
     expected = metrics.mtil_summary(matrix.to_numpy(), has_zero_shot_row=True)
     for key in ("transfer", "avg", "last", "bwt", "forgetting", "zero_shot_transfer"):
         assert summary[key] == pytest.approx(expected[key], nan_ok=True), key
-    assert rows[-1]["train/steps"] == 3
+    assert rows[-1]["train/steps"] == 3 + 1  # ZSCL's closing lr-0 step (tasks.extra_steps=1)
     table = write_report([run_dir], tmp_path / "report")["table"]
     assert "| transfer | avg acc | last | BWT | forgetting |" in table  # MTIL's columns
 
@@ -70,8 +70,9 @@ def test_mini_cil_reports_accuracy_on_every_seen_class(data_root, tmp_path):
     )
     rows = rows_of(run_dir)
     assert [row["stage"] for row in rows] == [1, 2, 3]  # CIL has no zero-shot row
-    # step 1: 10 classes x 2 images; then 45 x 2 new images + the 20 exemplars, in full batches of 8
-    assert [row["train/steps"] for row in rows] == [20 // 8, 110 // 8, 110 // 8]
+    # ZSCL's steps per task: ceil(N/8) + 1 over the task's own N images (10 x 2, then 45 x 2; the exemplars
+    # ride along): ceil(20/8) + 1 = 4, ceil(90/8) + 1 = 13
+    assert [row["train/steps"] for row in rows] == [4, 13, 13]
     summary = json.loads((run_dir / "summary.json").read_text())
     steps = [row["cil/acc"] for row in rows]
     assert "| CIL avg | CIL last |" in write_report([run_dir], tmp_path / "report")["table"]
