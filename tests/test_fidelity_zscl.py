@@ -477,7 +477,8 @@ PRESETS = {
         "lwf_vr": {"distill_transform": "eval", "alpha": 1.0},
         "zscl_lwf": {"distill_transform": "eval", "alpha": 1.0},
         "tasks": {"extra_steps": 1, "iterations": 1000},
-        "trainer": {"label_smoothing": 0.2, "batch_size": 64, "train_head": "stage"},
+        "trainer": {"label_smoothing": 0.2, "batch_size": 64, "train_head": "stage", "precision": "fp32",
+                    "clamp_logit_scale": False, "grad_clip_norm": None},
     },
     "zscl_cil": {
         "reference": "clipcl_runner.data.reference.coco_reference",
@@ -488,7 +489,8 @@ PRESETS = {
         "zscl_lwf": {"distill_transform": "train", "alpha": 5.0},
         "tasks": {"extra_steps": 1, "steps_per_task": "official", "batch_size": 64, "train_transform": "crop",
                   "test_transform": "crop", "keep_underscores": True},
-        "trainer": {"label_smoothing": 0.2, "batch_size": 64, "train_head": "stage", "drop_last": False},
+        "trainer": {"label_smoothing": 0.2, "batch_size": 64, "train_head": "stage", "drop_last": False,
+                    "precision": "fp32", "clamp_logit_scale": False, "grad_clip_norm": None},
     },
 }
 
