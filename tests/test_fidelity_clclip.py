@@ -456,3 +456,99 @@ def test_rkr_refuses_an_image_tower_without_transformer_blocks():
         RKR().setup(tiny_run("image"))  # the tiny RN image tower
     with pytest.raises(ValueError, match="method.init"):
         RKR(init="zeros")
+
+
+# --- Verified-equivalent items (docs/fidelity.md): FT, LwF, part sets, transforms, prompts, metrics --
+def student_teacher_logits(run, teacher, images, names):
+    template = run.stage.train_templates[0]
+    prompts = [template.format(c) for c in names]
+    with torch.no_grad():
+        img, img_t = F.normalize(run.model.encode_image(images), dim=-1), F.normalize(teacher.encode_image(images), dim=-1)
+        s, t = encode_texts(run.model, run.tokenizer, prompts), encode_texts(teacher, run.tokenizer, prompts)
+    return run.model.logit_scale.exp() * img @ s.t(), teacher.logit_scale.exp() * img_t @ t.t()
+
+
+@pytest.mark.parametrize("stage_index", [0, 1])
+def test_ft_and_lwf_match_the_official_masked_logits(stage_index):
+    """Official MST: logits over ALL classes, other sessions' CE logits filled with -1e4, LwF logits
+    beyond the seen sessions filled with -1e4 (student and teacher), LwF_KL at T = 1, from session 0."""
+    from clipcl_runner.methods.finetune import Finetune
+    from clipcl_runner.methods.lwf import LwF
+
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    for method in (Finetune("finetune"), LwF(alpha=0.5, temperature=1.0)):
+        run = tiny_run("whole", stages=2)
+        method.setup(run)
+        run.stage_index = stage_index
+        method.begin_stage(run)
+        method.training_stage(run)
+        teacher = getattr(method, "teacher", None) or run.model
+        perturb(run.model)
+        run.model.eval()
+        loss, _ = method.training_loss(run, images, LABELS)
+        all_names = [c for s in run.stages for c in s.classnames]
+        student, base = student_teacher_logits(run, teacher, images, all_names)
+        session = torch.zeros(len(all_names), dtype=torch.bool)
+        session[2 * stage_index: 2 * stage_index + 2] = True
+        seen = torch.zeros(len(all_names), dtype=torch.bool)
+        seen[: 2 * stage_index + 2] = True
+        ce = F.cross_entropy(student.masked_fill(~session, -1e4), LABELS + 2 * stage_index)
+        expected = ce
+        if isinstance(method, LwF):
+            expected = ce + 0.5 * kl_teacher_student(base.masked_fill(~seen, -1e4), student.masked_fill(~seen, -1e4), 1.0)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-4), method.name
+
+
+@pytest.mark.parametrize("part,official", [("whole", "wm"), ("image", "io"), ("text", "to")])
+def test_part_parameter_sets_equal_main_py(tiny_vit, part, official):
+    """main.py's learning_param lists restated (only_part_layers = 0): *_trans by name prefix,
+    *_pre / *_post fixed name lists, logit_scale in both posts."""
+    import open_clip
+
+    from clipcl_runner.models import select_trainable
+
+    model = open_clip.create_model(tiny_vit)
+    names = [n for n, _ in model.named_parameters()]
+    visual_trans = [n for n in names if n.split(".")[0] == "visual" and len(n.split(".")) > 3 and n.split(".")[1] == "transformer"]
+    text_trans = [n for n in names if n.split(".")[0] == "transformer"]
+    text_pre, text_post = ["token_embedding.weight", "positional_embedding"], ["ln_final.weight", "ln_final.bias", "text_projection", "logit_scale"]
+    visual_pre = ["visual.class_embedding", "visual.positional_embedding", "visual.conv1.weight", "visual.ln_pre.weight", "visual.ln_pre.bias"]
+    visual_post = ["visual.ln_post.weight", "visual.ln_post.bias", "visual.proj", "logit_scale"]
+    learning = {"wm": text_trans + visual_trans + text_post + visual_post + text_pre + visual_pre,
+                "io": visual_trans + visual_post + visual_pre, "to": text_trans + text_post + text_pre}[official]
+    chosen = {id(p) for p in select_trainable(model, part, train_logit_scale=True)}
+    assert {n for n, p in model.named_parameters() if id(p) in chosen} == set(learning)
+
+
+def test_preset_prompts_and_transforms_equal_data_py():
+    from hydra.utils import instantiate
+    from torchvision import transforms as T
+
+    from clipcl_runner.data.folders import paper_train_transform
+    from conftest import compose_config
+
+    cfg = compose_config("experiment=ding2022_mst", "method=finetune")
+    assert cfg.tasks.prompt == "this is a photo of {} in the scene ."            # data.py:63
+    assert list(cfg.eval.probes.tiered_imagenet.templates) == ["this is a photo of {} ."]  # data.py:259
+    assert compose_config("experiment=ding2022_mst", "tasks=eurosat_mst").tasks.prompt == "this is a satellite photo of {} ."
+    clip = instantiate(cfg.model, load_weights=False)
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    train = paper_train_transform(clip).transforms  # data.py:23-29: Resize 256 bicubic, RandomCrop 224, flip
+    assert isinstance(train[0], T.Resize) and train[0].size == 256 and train[0].interpolation == T.InterpolationMode.BICUBIC
+    assert isinstance(train[1], T.RandomCrop) and tuple(train[1].size) == (224, 224)
+    assert isinstance(train[2], T.RandomHorizontalFlip) and tuple(train[-1].mean) == mean and tuple(train[-1].std) == std
+    resize, crop = (s for s in clip.preprocess_eval.transforms if isinstance(s, (T.Resize, T.CenterCrop)))
+    assert resize.size == 224 and resize.interpolation == T.InterpolationMode.BICUBIC and tuple(crop.size) == (224, 224)
+    normalize = [s for s in clip.preprocess_eval.transforms if isinstance(s, T.Normalize)][0]
+    assert tuple(normalize.mean) == mean and tuple(normalize.std) == std  # data.py:33-39
+
+
+def test_ut_acc_and_bwt_equal_get_acc_bwt():
+    """base.py get_acc_bwt restated: acc_t = mean_{i<=t} a[t][i]; BWT_t = sum_{i<t}(a[t][i] - a[i][i]) / (t + 1)."""
+    from clipcl_runner.metrics import bwt, ut_acc
+
+    a = np.array([[0.9, 0.0, 0.0], [0.7, 0.8, 0.0], [0.6, 0.5, 0.95]])
+    official_acc = [a[t, : t + 1].mean() for t in range(3)]
+    official_bwt = [sum(a[t, i] - a[i, i] for i in range(t)) / (t + 1) for t in range(3)]
+    assert np.allclose(ut_acc(a), official_acc)
+    assert np.allclose(bwt(a, "paper"), official_bwt)
