@@ -94,6 +94,20 @@ def test_we_official_timing_samples_after_steps_1_1pf_and_the_closing_step():
     assert count == 11 and value == pytest.approx(500.0)
 
 
+def test_mid_stage_evaluation_sees_the_ensemble_not_the_trained_weights():
+    # ZSCL's finetune.py:183-184 evaluates we_model. After steps 1..3 with θ_s = s and official f = 2:
+    # samples θ_start = 0, θ_1 = 1, θ_3 = 3 -> the evaluated model has 4/3; the trained one stays at 3
+    run = scalar_run()
+    method = ZSCL(reference=tiny_reference(), we_every=2, we_timing="official")
+    method.begin_stage(run)
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            run.model.weight.fill_(float(step))
+        method.after_step(run, step)
+    assert method.model_for_evaluation(run).weight.item() == pytest.approx(4 / 3)
+    assert run.model.weight.item() == 3.0
+
+
 def test_we_official_timing_in_cil_leaves_out_unsampled_final_steps():
     # CIFAR-100 10 steps: 5000 images per task, ceil(5000/64) = 79 batches + 1 = 80 steps; f = 10:
     # samples after steps 1, 11, ..., 71 (8) + θ_start = 9; the final weights (step 80) are not in it,

@@ -2,7 +2,9 @@
 Vision-Language Models"; github Thunderbeee/ZSCL).
 
 Per step: CE on the current batch, plus distillation of the INITIAL model's image-text logits on a
-reference set (``clipcl_runner.data.reference``), plus a weight ensemble over the stage.
+reference set (``clipcl_runner.data.reference``; ``zscl_mtil``: ImageNet training images and the
+Conceptual Captions validation captions, as ZSCL.sh), plus a weight ensemble over the stage.
+docs/fidelity_zscl.md lists every statement below about ZSCL's code with the test that pins it.
 
 - Teacher: a frozen copy of the model as ``setup`` finds it (the pretrained CLIP), kept for all
   stages (not the previous stage's model, as LwF would). A resumed run rebuilds it the same way,
@@ -37,8 +39,8 @@ reference set (``clipcl_runner.data.reference``), plus a weight ensemble over th
   model takes θ̄ (trainable parameters only; BatchNorm statistics stay the trained model's): the
   next stage starts from θ̄ and θ̄ is what is evaluated. Training continues from the unaveraged θ
   during the stage; mid-stage evaluations see θ̄, as in ZSCL. ``we_every: null`` turns WE off.
-- ``l2``: optional L2 pull Σ‖θ − θ_start‖² towards the stage-start weights (ZSCL's MTIL script
-  passes ``--l2 1``; the paper's method does not have it), 0 by default.
+- ``l2``: optional L2 pull Σ‖θ − θ_start‖² towards the stage-start weights (ZSCL.sh passes
+  ``--l2 1``, set by ``zscl_mtil``; the paper's method does not have it), 0 by default.
 - State (running average, its count, the step counter) is in ``state_dict`` for exact resume.
 """
 from __future__ import annotations
