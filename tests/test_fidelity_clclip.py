@@ -552,3 +552,57 @@ def test_ut_acc_and_bwt_equal_get_acc_bwt():
     official_bwt = [sum(a[t, i] - a[i, i] for i in range(t)) / (t + 1) for t in range(3)]
     assert np.allclose(ut_acc(a), official_acc)
     assert np.allclose(bwt(a, "paper"), official_bwt)
+
+
+# --- The presets resolve to what docs/fidelity.md says ---------------------------------------------
+LEDGER_DEFAULTS = {  # config key -> value in both ding2022_* presets (COCO, part=whole)
+    "trainer.precision": "fp16",
+    "trainer.grad_clip_norm": 1.0,
+    "trainer.grad_clip_before_unscale": True,
+    "trainer.teacher_precision": "fp32",
+    "trainer.clamp_logit_scale": False,
+    "trainer.train_logit_scale": True,
+    "trainer.batch_size": 100,
+    "eval.precision": "fp32",
+    "model.quick_gelu": None,
+    "tasks.box_rounding": "official",
+}
+LEDGER_METHOD_DEFAULTS = {  # method -> {method key: value} (+ trainer.optimizer.lr)
+    "finetune": {"lr": 1e-6},
+    "lwf": {"lr": 1e-6, "alpha": 0.5, "temperature": 1.0},
+    "vr_lwf": {"lr": 1e-6, "alpha": 0.5, "temperature": 1.0, "include_lwf": True, "lwf_from_stage": 1,
+               "num_texts": 100, "token_length": 8},
+    "geodl": {"lr": 1e-6, "alpha": 0.5, "kernel": "official", "text_classes": "seen", "null_space_dim": 60},
+    "imm": {"lr": 1e-6, "alpha": 0.5},
+    "rkr": {"lr": 1e-5, "init": "linear", "layers": "blocks", "in_proj": False, "freeze_logit_scale": True,
+            "text_rectifies_image": True},
+}
+
+
+@pytest.mark.parametrize("experiment,epochs", [("ding2022_mst", 10), ("ding2022_ost", 15)])
+@pytest.mark.parametrize("method", sorted(LEDGER_METHOD_DEFAULTS))
+def test_presets_resolve_to_the_ledger(experiment, epochs, method):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from conftest import REPO, compose_config
+
+    ledger = Path(REPO, "docs", "fidelity.md").read_text()
+    cfg = compose_config(f"experiment={experiment}", f"method={method}")
+    for key, value in LEDGER_DEFAULTS.items():
+        assert OmegaConf.select(cfg, key) == value, key
+        assert f"`{key}" in ledger, f"{key} missing from docs/fidelity.md"
+    assert cfg.tasks.epochs == epochs
+    scheduler = cfg.trainer.scheduler
+    if experiment == "ding2022_ost":  # StepLR(10 epochs of 15, gamma 0.1), OST only
+        assert scheduler.at_fraction == pytest.approx(10 / 15, abs=1e-4) and scheduler.gamma == 0.1
+    else:
+        assert scheduler is None
+    assert cfg.trainer.optimizer._target_ == "torch.optim.Adam" and cfg.trainer.optimizer.weight_decay == 0.0
+    resolved = OmegaConf.to_container(cfg.method, resolve=True)
+    for key, value in LEDGER_METHOD_DEFAULTS[method].items():
+        got = cfg.trainer.optimizer.lr if key == "lr" else resolved[key]
+        assert got == pytest.approx(value) if isinstance(value, float) else got == value, (method, key)
+        if key != "lr":
+            assert f"method.{key}" in ledger, f"method.{key} missing from docs/fidelity.md"
