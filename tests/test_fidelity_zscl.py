@@ -265,7 +265,9 @@ def test_imagenet_cc_reference_reads_imagenet_train_and_cc_captions(tmp_path):
     assert reference.images.transform is clip.preprocess_eval
     image, _ = reference.images[0]
     assert image.shape == (3, 16, 16)
-    assert len(imagenet_cc_reference(clip, tmp_path, tsv, max_images=4).images) == 4
+    four = imagenet_cc_reference(clip, tmp_path, tsv, max_images=4).images  # 6 images: indices 0, 1, 3, 4
+    assert [Path(p).name for p in four.paths] == ["n01440764_0.JPEG", "n01440764_1.JPEG", "n01443537_0.JPEG",
+                                                   "n01443537_1.JPEG"]
     # gather_cc.py's output (ZSCL's own file): a header, then title<TAB>filepath
     output = tmp_path / "cc" / "Validation_GCC-1.1.0-Validation_output.csv"
     output.write_text("title\tfilepath\na red car\tcc_data/val/1/1.jpg\n")

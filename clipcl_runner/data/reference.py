@@ -125,12 +125,15 @@ def imagenet_cc_reference(
 ) -> ReferenceSet:
     """ZSCL's MTIL reference set: ImageNet training images (``<root>/imagenet/train/<wnid>/``, as
     ``vision_datasets`` reads ImageNet) through the evaluation transform, and every caption of the
-    Conceptual Captions validation file ``captions_file``. ``max_images`` keeps the first images in
-    ImageFolder order (smoke runs; ZSCL uses all of them)."""
+    Conceptual Captions validation file ``captions_file``. ``max_images`` keeps that many images evenly
+    spaced over ImageFolder's (class-sorted) order, so every class keeps some (smaller runs; ZSCL uses
+    all of them)."""
     root = Path(root).expanduser()
     images = read_image_folder("imagenet", root / DATASET_FOLDERS["imagenet"] / "train", root)
     sentences = read_cc_captions(captions_file, max_captions)
-    keep = range(len(images.paths) if max_images is None else min(max_images, len(images.paths)))
+    total = len(images.paths)
+    count = total if max_images is None else min(int(max_images), total)
+    keep = [i * total // count for i in range(count)]
     files = ImageFiles([images.paths[i] for i in keep], [images.labels[i] for i in keep], clip.preprocess_eval,
                        "imagenet", root)
     return ReferenceSet(files, sentences)
