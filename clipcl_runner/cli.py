@@ -1,6 +1,15 @@
-"""Console entry points: ``clipcl`` (one run, or a sweep with ``-m``) and ``clipcl-pretrain``."""
+"""Console entry points: ``clipcl`` (one run, or a sweep with ``-m``) and ``clipcl-pretrain``.
+
+The config is checked before torch is even imported (``config_checks``): a wrong value fails in
+about a second with a message naming the key. Errors the user fixes (a config value, a busy or
+foreign run folder, a corrupt checkpoint, missing weights) print as a message without a traceback
+and exit with status 2.
+"""
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -8,20 +17,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .evaluation import TASK_HEADS
-from .models import PARTS
-from .precision import PRECISIONS
+from .config_checks import ConfigError, config_diff, identity, validate
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Fail at start, not deep inside training, on values Hydra's schema cannot check."""
-    choices = {"part": (cfg.part, PARTS), "trainer.precision": (cfg.trainer.precision, PRECISIONS),
-               "eval.task_head": (cfg.eval.task_head, TASK_HEADS)}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ValueError(f"{key}={value!r} is not one of {list(allowed)}.")
+USER_ERROR_EXIT = 2
+log = logging.getLogger(__name__)
+# The allowed values of choice keys. Kept here (not imported from models/precision/evaluation, which
+# import torch) so that checking a config stays fast; tests/test_faults.py checks they agree.
+CHOICES = {
+    "part": ("whole", "image", "text"),
+    "trainer.precision": ("auto", "bf16", "fp16", "fp32"),
+    "eval.task_head": ("stage", "seen", "all"),
+}
 
 
 def fill_run_identity(cfg: DictConfig) -> None:
@@ -40,24 +47,81 @@ def fill_run_identity(cfg: DictConfig) -> None:
             cfg.logger.name = " ".join([cfg.logger.name, *extra])
 
 
+def hydra_files(cfg: DictConfig) -> dict[str, str]:
+    """What Hydra would save in ``.hydra/`` (disabled in conf/hydra/default.yaml): written by the runner
+    only once it owns the run folder, so a refused run never replaces the config of the run it met."""
+    hydra_cfg = HydraConfig.get()
+    return {
+        ".hydra/config.yaml": OmegaConf.to_yaml(cfg),
+        ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task),
+        ".hydra/hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+    }
+
+
+def precheck_folder(cfg: DictConfig, run_dir: Path) -> None:
+    """The run folder refusals that need no torch, so they come in a second: the folder is busy, holds
+    another run, or its checkpoint's config (``checkpoints/identity.json``) differs from a resume's.
+    The runner checks again under the folder's lock, against the checkpoint itself."""
+    from . import run_folder
+
+    resume = bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if several or not run_dir.is_dir():  # data-parallel ranks: rank 0 checks, in the runner
+        return
+    run_folder.RunLock(run_dir).acquire().release()  # raises RunFolderBusy naming the holder
+    existing = run_folder.previous_run(run_dir)
+    if existing and not resume and not cfg.overwrite:
+        raise run_folder.existing_run_error(run_dir, existing)
+    if resume and not cfg.resume_allow_config_change:
+        stored = run_folder.read_json(run_folder.checkpoint_path(run_dir, run_folder.IDENTITY))
+        differences = config_diff(stored, identity(cfg)) if stored else []
+        if differences:
+            raise run_folder.changed_config_error(run_dir, differences)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "fix your input", printed without a traceback."""
+    from .run_folder import RunFolderError
+
+    types: list[type[BaseException]] = [ConfigError, RunFolderError]
+    models = sys.modules.get("clipcl_runner.models")
+    if models is not None and hasattr(models, "PretrainedWeightsMissing"):
+        types.append(models.PretrainedWeightsMissing)
+    return tuple(types)
+
+
+def refuse(message: str) -> None:
+    print(f"clipcl: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(USER_ERROR_EXIT)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
-    from .runner import run  # torch and open_clip load only once the config is known to be valid
-
-    validate(cfg)
+    try:
+        validate(cfg, HydraConfig.get().overrides.task, CHOICES)
+    except ConfigError as error:
+        refuse(str(error))
     fill_run_identity(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    summary = run(cfg, run_dir)
-    return summary
+    try:
+        precheck_folder(cfg, run_dir)
+        from .runner import run  # torch and open_clip load only once the config is known to be valid
+
+        return run(cfg, run_dir, record=hydra_files(cfg))
+    except KeyboardInterrupt:  # Ctrl-C before training started (training itself checkpoints and exits)
+        print(f"clipcl: interrupted; the run folder {run_dir} keeps its last checkpoint.", file=sys.stderr)
+        raise SystemExit(130) from None
+    except user_error_types() as error:
+        refuse(str(error))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def pretrain_main(cfg: DictConfig) -> None:
     """Pretrain (or find in the cache) the synthetic CLIP of ``model=synthetic`` and print its path."""
+    if "pretrain" not in cfg.model:
+        refuse(f"model={HydraConfig.get().runtime.choices.model} has nothing to pretrain; use model=synthetic.")
     from .synthetic_clip import ensure_checkpoint
 
-    if "pretrain" not in cfg.model:
-        raise ValueError(f"model={HydraConfig.get().runtime.choices.model} has nothing to pretrain; use model=synthetic.")
     path = ensure_checkpoint(
         OmegaConf.to_container(cfg.model.pretrain, resolve=True), cfg.model.cache_dir, progress=cfg.trainer.progress
     )

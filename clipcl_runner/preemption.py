@@ -1,10 +1,16 @@
-"""Stop at a step boundary on a preemption signal, checkpoint, then hand over to whoever owns the signal.
+"""Stop at a step boundary on a preemption signal or Ctrl-C, checkpoint, then hand over to whoever owns the signal.
 
 SLURM (through submitit) sends SIGUSR2 before a timeout or preemption; submitit's handler
-requeues the job and exits. Saving inside a signal handler could catch the optimiser half
-way through an update, so our handler only raises a flag: the training loop checks it after
-each step, writes a checkpoint, and then calls the previous handler (submitit's requeue),
-or exits when there is none.
+requeues the job and exits. ``scancel`` and the end of a job send SIGTERM to every process of
+the job step, DataLoader workers included. Saving inside a signal handler could catch the
+optimiser half way through an update, so our handler only raises a flag: the training loop
+checks it after each step, writes a checkpoint, and then calls the previous handler (submitit's
+requeue), or exits when there is none. Ctrl-C (SIGINT) does the same and exits with status 130,
+without a traceback; a second Ctrl-C interrupts at once.
+
+The main process owns shutdown: DataLoader workers must ignore SIGTERM and SIGINT
+(``ignore_stop_signals`` as their ``worker_init_fn``), otherwise they die first and PyTorch raises
+"DataLoader worker killed" in the main process wherever it is, even half way through a checkpoint.
 """
 from __future__ import annotations
 
@@ -13,7 +19,16 @@ import signal
 import sys
 
 log = logging.getLogger(__name__)
-DEFAULT_SIGNALS = ("SIGUSR2", "SIGTERM")
+DEFAULT_SIGNALS = ("SIGUSR2", "SIGTERM", "SIGINT")
+WORKER_IGNORED = (signal.SIGTERM, signal.SIGINT)
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """``worker_init_fn`` of every DataLoader: the workers outlive a SIGTERM/SIGINT sent to the whole
+    process group, so the main process can checkpoint; they end when the main process closes them
+    (or, if it is killed, when they notice their parent is gone)."""
+    for signum in WORKER_IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class StopRequest:
@@ -32,7 +47,10 @@ class StopRequest:
         return self.signum is not None
 
     def _flag(self, signum, frame) -> None:
-        log.warning("received %s: will checkpoint at the next step boundary", signal.Signals(signum).name)
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:  # Ctrl-C twice: stop now
+            raise KeyboardInterrupt
+        log.warning("received %s: will checkpoint at the next step boundary%s", signal.Signals(signum).name,
+                    " (Ctrl-C again to stop without it)" if signum == signal.SIGINT else "")
         self.signum = signum
 
     def hand_over(self) -> None:
@@ -41,7 +59,7 @@ class StopRequest:
         signum, self.signum = self.signum or signal.SIGTERM, None
         previous = self._previous.get(signum)
         self.restore()
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, None)
             if signum == signal.SIGTERM:  # submitit only logs SIGTERM; the job is about to be killed anyway
                 sys.exit(128 + signum)

@@ -660,7 +660,14 @@ def _read_matrix(run_dir: Path) -> pd.DataFrame | None:
     path = run_dir / MATRIX_FILE
     if not path.is_file():  # unfinished run, or a W&B run without its run folder
         return None
-    matrix = pd.read_csv(path, index_col=0)
+    try:
+        matrix = pd.read_csv(path, index_col=0)
+        matrix = matrix.apply(pd.to_numeric)  # every cell a number (or empty = NaN)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path} is not an accuracy matrix ({str(exc).splitlines()[0][:200]}).\n"
+                          "Fix: restore it from the run's metrics.jsonl (rerun with resume=true) or delete it.") from None
+    if matrix.empty:
+        raise ReportError(f"{path} is an empty accuracy matrix.\nFix: delete it or restore it.")
     matrix.index = matrix.index.astype(str)
     matrix.columns = matrix.columns.astype(str)
     return matrix
@@ -730,6 +737,70 @@ class NoFinishedRuns(ValueError):
     """No finished run (with summary.json) under the given paths."""
 
 
+class ReportError(ValueError):
+    """A run's files cannot be reported as they are; the message names the run or file."""
+
+
+DUPLICATE = "duplicate seed"
+
+
+def _finished_at(run: str) -> float:
+    """When a run finished: its summary.json's time (a W&B run: its folder's)."""
+    path = Path(run)
+    summary = path / SUMMARY_FILE
+    try:
+        return (summary if summary.is_file() else path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def drop_duplicate_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep one run per (group, seed): the newest finished one. A copied folder or a rerun of the
+    same seed would otherwise count as another seed (n too large, std too small). The others are
+    returned as missing runs whose reason names the run kept."""
+    if runs.empty:
+        return runs, []
+    keys = [*group_columns(runs), "seed"]
+    finished = runs["run"].map(_finished_at)
+    order = finished.sort_values(ascending=False, kind="stable").index
+    kept_rows, dropped = [], []
+    seen: dict[tuple, str] = {}
+    for index in order:
+        row = runs.loc[index]
+        if row["seed"] is None or row["seed"] != row["seed"]:  # no seed known: never a duplicate
+            kept_rows.append(index)
+            continue
+        key = tuple(str(row[k]) for k in keys)
+        if key in seen:
+            dropped.append({"run": row["run"], "method": row["method"], "seed": row["seed"],
+                            "reason": f"{DUPLICATE}: same configuration and seed as `{_display_path(seen[key])}` "
+                                      "(newer, counted instead)"})
+            continue
+        seen[key] = row["run"]
+        kept_rows.append(index)
+    kept = runs.loc[sorted(kept_rows)]
+    kept.attrs = dict(runs.attrs)
+    return kept, dropped
+
+
+def check_numeric(runs: pd.DataFrame, metrics: Sequence[str]) -> None:
+    """Raise ReportError naming each run whose value of a table metric is not a number."""
+    problems = []
+    for metric in metrics:
+        if metric not in runs.columns:
+            continue
+        for run, value in zip(runs["run"], runs[metric]):
+            if value is None or isinstance(value, (bool, np.bool_)):
+                bad = isinstance(value, (bool, np.bool_))
+            else:
+                bad = not isinstance(value, (int, float, np.integer, np.floating))
+            if bad:
+                problems.append(f"  {_display_path(str(run))}: {metric} = {value!r}")
+    if problems:
+        raise ReportError("summary values that are not numbers (the table would silently leave them out):\n"
+                          + "\n".join(problems) + "\nFix: rerun those runs (resume=true) or remove them from the report.")
+
+
 def _where(paths: Sequence[Path | str]) -> str:
     return ", ".join(str(p) for p in paths)
 
@@ -762,6 +833,12 @@ def write_report(paths: Sequence[Path | str], out_dir: Path | str,
     if not run_dirs:
         raise NoFinishedRuns(f"no run folders under {_where(paths)}")
     runs, missing = load_runs(run_dirs)
+    runs, duplicates = drop_duplicate_seeds(runs)
+    for duplicate in duplicates:
+        print(f"clipcl-report: warning: {duplicate['run']}: {duplicate['reason']}", file=sys.stderr)
+    missing += duplicates
+    summary_columns = [c for c in runs.columns if c not in ("run", "method", "seed", *_group_candidates(runs))]
+    check_numeric(runs, list(metrics) if metrics is not None else default_metrics(summary_columns))
     if runs.empty:
         if all(m["reason"] in (NO_SUMMARY, NO_WANDB_SUMMARY) for m in missing):
             raise NoFinishedRuns(f"no finished runs under {_where(paths)}: every run folder lacks summary.json")
@@ -819,7 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.paths[0] / "report" if len(args.paths) == 1 and args.paths[0].is_dir() else Path("report")
     try:
         result = write_report(args.paths, out, metrics=args.metrics)
-    except (NoFinishedRuns, FileNotFoundError) as exc:
+    except (NoFinishedRuns, ReportError, FileNotFoundError) as exc:
         print(f"clipcl-report: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:

@@ -6,11 +6,8 @@ from the run folder's checkpoints and ends with the same metrics as an uninterru
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -19,11 +16,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, run_folder
+from .config_checks import config_diff, identity
 from .evaluation import Evaluator
 from .methods.base import Method, RunContext
 from .packing import packed_device, release_slots
-from .plots import plot_probes
 from .precision import resolve_device, resolve_precision
 from .preemption import StopRequest
 from .results import accuracy_matrix, run_summary, stage_end_rows
@@ -56,15 +53,47 @@ def build_probes(builders, clip) -> list:
 
 def record_job(run_dir: Path, **fields) -> None:
     """Where and when this job ran (one file per run folder; a requeued job appends an attempt)."""
-    path = run_dir / "job.json"
-    attempts = json.loads(path.read_text()) if path.exists() else []
+    path = run_dir / run_folder.JOB
+    attempts = run_folder.read_json(path, default=[])
     if "ended" in fields and attempts:
         attempts[-1].update(fields)
     else:
-        attempts.append({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                         "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **fields})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(attempts, indent=2))
+        attempts.append({**run_folder.holder_record(), **fields})
+    run_folder.write_json(path, attempts, indent=2)
+
+
+def stored_identity(run_dir: Path) -> dict | None:
+    """The identity config the run folder's newest checkpoint was written under (None: no checkpoint)."""
+    for name in (checkpoint.STAGE_END, checkpoint.MID_STAGE):
+        path = run_folder.checkpoint_path(run_dir, name)
+        if path.is_file():
+            return checkpoint.load_file(path, mmap=True).get("config", {})
+    return None
+
+
+def prepare_run_folder(cfg: DictConfig, run_dir: Path, record: dict[str, str] | None) -> None:
+    """Refuse what would mix two runs in one folder, then write the config files (we hold the lock).
+
+    A new run refuses a folder holding a run unless ``overwrite=true``; a resume refuses a config
+    whose identity (config_checks.identity) differs from the checkpoint's unless
+    ``resume_allow_config_change=true``.
+    """
+    resume = bool(cfg.resume) or checkpoint.requeued()
+    existing = run_folder.previous_run(run_dir)
+    if existing and not resume:
+        if not cfg.get("overwrite", False):
+            raise run_folder.existing_run_error(run_dir, existing)
+        log.warning("overwrite=true: deleting the results and checkpoints of the earlier run in %s", run_dir)
+        run_folder.clear_results(run_dir)
+    if resume:
+        stored = stored_identity(run_dir)
+        differences = config_diff(stored, identity(cfg)) if stored else []
+        if differences and not cfg.get("resume_allow_config_change", False):
+            raise run_folder.changed_config_error(run_dir, differences)
+        if differences:
+            log.warning("resume_allow_config_change=true: resuming despite %s", "; ".join(differences))
+    for name, text in (record or {}).items():
+        run_folder.atomic_write(run_dir / name, text)
 
 
 def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool) -> RunTracker | SilentTracker:
@@ -78,26 +107,47 @@ def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool) -> RunTracker | 
     )
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run the configured task sequence; returns the run summary (also written to ``run_dir``)."""
+def run(cfg: DictConfig, run_dir: Path, record: dict[str, str] | None = None) -> dict:
+    """Run the configured task sequence; returns the run summary (also written to ``run_dir``).
+
+    Rank 0 holds the run folder's lock for the whole run and is its only writer; ``record`` maps
+    file names (the ``.hydra`` config files) to the text written once the folder is ours.
+    """
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     world = distributed.init_distributed(cfg.trainer.device)
     if world.distributed:  # one run folder: rank 0's (Hydra names a folder per process by its clock)
         run_dir = Path(distributed.broadcast_object(str(run_dir)))
-        device = distributed.device_for(world, resolve_device(cfg.trainer.device))
-    elif cfg.trainer.device == "pack":
-        device = packed_device(Path(cfg.paths.cache_dir) / "device_slots")
-    else:
-        device = resolve_device(cfg.trainer.device)
-    if world.is_main:
-        record_job(run_dir, device=str(device), threads=torch.get_num_threads(), world_size=world.size)
+    lock = run_folder.RunLock(run_dir)
     try:
-        return StageLoop(cfg, run_dir, device).run()
+        refusal = None
+        if world.is_main:
+            try:
+                lock.acquire()
+                prepare_run_folder(cfg, run_dir, record)
+            except run_folder.RunFolderError as error:
+                refusal = error
+        if world.distributed:  # every rank stops when rank 0 refuses the folder
+            message = distributed.broadcast_object(str(refusal) if refusal else None)
+            refusal = refusal or (run_folder.RunFolderError(message) if message else None)
+        if refusal is not None:
+            raise refusal
+        if world.distributed:
+            device = distributed.device_for(world, resolve_device(cfg.trainer.device))
+        elif cfg.trainer.device == "pack":
+            device = packed_device(Path(cfg.paths.cache_dir) / "device_slots")
+        else:
+            device = resolve_device(cfg.trainer.device)
+        if world.is_main:
+            record_job(run_dir, device=str(device), threads=torch.get_num_threads(), world_size=world.size)
+        try:
+            return StageLoop(cfg, run_dir, device).run()
+        finally:
+            if world.is_main:
+                record_job(run_dir, ended=time.time())
     finally:
         release_slots()
-        if world.is_main:
-            record_job(run_dir, ended=time.time())
+        lock.release()
         distributed.shutdown()
 
 
@@ -135,6 +185,7 @@ class StageLoop:
         self.world = distributed.world()
         self.main = self.world.is_main
         self.resume = bool(cfg.resume) or checkpoint.requeued()
+        self.identity = identity(cfg)  # stored in every checkpoint: a resume must match it
         self.stop = StopRequest()
         self.rows: list[dict] = []
         self.tracker: RunTracker | None = None
@@ -213,6 +264,8 @@ class StageLoop:
         summary = run_summary(self.rows, names, self.cfg.eval.get("primary_zero_shot"))
         self.tracker.log_matrix(accuracy_matrix(stage_end_rows(self.rows), names))
         if self.main:
+            from .plots import plot_probes  # matplotlib only where a figure is drawn
+
             title = f"{self.method.name} (seed {self.cfg.seed})"
             self.tracker.log_figure(plot_probes(self.rows, self.run_dir / "probes.png", title=title), "probes")
         self.tracker.log_summary(summary)
@@ -224,6 +277,7 @@ class StageLoop:
         # The optimiser is rebuilt at every stage start, so a stage-end checkpoint needs no optimiser state.
         return {
             "completed_stages": self.context.stage_index + 1,
+            "config": self.identity,
             "model": self.context.model.state_dict(),
             "method": self.method.state_dict(),
             "rows": list(self.rows),
@@ -232,6 +286,7 @@ class StageLoop:
     def mid_stage_state(self, training: StageTraining) -> dict:
         return {
             "stage_index": self.context.stage_index,
+            "config": self.identity,
             "model": self.context.model.state_dict(),
             "method": self.method.state_dict(),
             "training": training.state_dict(),
@@ -263,6 +318,7 @@ class StageLoop:
             return start, mid_stage
         if self.resume:
             log.warning("resume requested but %s has no checkpoint: starting from the beginning.", self.run_dir)
+            self.tracker.restore([])  # the rows of the attempt that died before its first checkpoint go
         if self.cfg.eval.before_first_stage:
             self.log_row(0, "zero-shot", self.evaluator(self.context.model, 0))
         return 0, None

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .data.stages import normalise_uint8
 from .data.synthetic import pretraining_set
 from .text_encoding import encode_text, used_length
 from .trainer import cosine_with_warmup
+from .run_folder import atomic_write
 from .models import MODEL_CONFIG_DIR, ClipBundle, clamp_logit_scale, load_open_clip, register_model_configs
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,8 @@ def pretrain(
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_suffix(".partial")
-    torch.save(model.state_dict(), partial)
-    os.replace(partial, output)  # atomic: a killed pretraining never leaves a half-written checkpoint
+    state = model.state_dict()  # tensors only: open_clip loads it with weights_only=True
+    atomic_write(output, lambda handle: torch.save(state, handle))  # a kill or full disk leaves no partial file
     log.info("synthetic CLIP pretrained in %.0fs -> %s", time.perf_counter() - started, output)
     return output
 
@@ -131,7 +129,7 @@ def ensure_checkpoint(pretrain_cfg: dict, cache_dir: str | Path, progress: bool 
                 checkpoint, pretrain_cfg.get("num_images", 0), pretrain_cfg.get("epochs", 0),
             )
             pretrain(checkpoint, progress=progress, **pretrain_cfg)
-            (checkpoint.parent / "pretrain.json").write_text(json.dumps(pretrain_cfg, indent=2, sort_keys=True))
+            atomic_write(checkpoint.parent / "pretrain.json", json.dumps(pretrain_cfg, indent=2, sort_keys=True))
     return checkpoint
 
 

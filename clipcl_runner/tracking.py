@@ -7,6 +7,7 @@ missing credentials or ``mode="disabled"`` never loses anything:
     run_dir/<name>.csv, <name>.png accuracy matrix and its heatmap
     run_dir/summary.json           final summary (sorted keys, NaN -> null)
     run_dir/wandb_run_id.txt       W&B run id, reused when a run resumes
+    run_dir/wandb_logged.json      which rows that W&B run holds (a resume re-logs the missing ones)
     run_dir/wandb/offline-run-*/   the W&B offline log (mode="offline", the default)
 
 W&B plots everything against ``stage`` (0 = before the first stage). Offline runs are
@@ -31,14 +32,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import run_folder
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-RUN_ID_FILE = "wandb_run_id.txt"
+METRICS_FILE = run_folder.METRICS
+SUMMARY_FILE = run_folder.SUMMARY
+RUN_ID_FILE = run_folder.WANDB_RUN_ID
+LEDGER_FILE = run_folder.WANDB_LEDGER
 
 _NO_WANDB_MODES = {"disabled", "none", "off", "false"}
 _WANDB_MODES = {"offline", "online", "shared"}
@@ -76,44 +80,19 @@ def to_jsonable(value: Any, *, nan_to_none: bool = True) -> Any:
     return str(value)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a crash leaves either the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    run_folder.atomic_write(path, text)
 
 
 def read_metrics(run_dir: Path | str) -> list[dict]:
     """Rows of ``run_dir/metrics.jsonl``; a torn last line (crash mid-write) is skipped."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s: skipping unreadable line %d", path, i + 1)
-    return rows
+    return run_folder.read_metrics(run_dir)
+
+
+def _row_key(row: Mapping[str, Any]) -> list:
+    """What identifies an evaluation row: its stage (fractional inside a stage) and name."""
+    return [float(row["stage"]), str(row["stage_name"])]
 
 
 def git_commit(directory: Path | str | None = None) -> str | None:
@@ -206,11 +185,21 @@ class RunTracker:
             )
             os.replace(self.metrics_path, old)
 
-        if self.mode != "disabled":
-            self._init_wandb(
-                project=project, entity=entity, group=group, job_type=job_type, name=name,
-                tags=list(tags or ()), wandb_dir=Path(wandb_dir) if wandb_dir else self.run_dir,
-            )
+        self._wandb_settings = dict(
+            project=project, entity=entity, group=group, job_type=job_type, name=name,
+            tags=list(tags or ()), wandb_dir=Path(wandb_dir) if wandb_dir else self.run_dir,
+        )
+        self._wandb_pending = self.mode != "disabled"
+        self._ledger: list[list] = []  # rows (stage, name) the W&B run holds
+        if self._wandb_pending and not resume:
+            self._start_wandb()
+        # A resuming tracker starts W&B in ``restore`` (once it knows the checkpoint's rows) or at the first log.
+
+    def _start_wandb(self, new_run: bool = False) -> None:
+        if not self._wandb_pending:
+            return
+        self._wandb_pending = False
+        self._init_wandb(**self._wandb_settings, new_run=new_run)
 
     # ------------------------------------------------------------------ W&B setup
 
@@ -229,9 +218,9 @@ class RunTracker:
             m = "disabled" if env == "disabled" else "offline"
         return m
 
-    def _run_id_for_init(self) -> str:
+    def _run_id_for_init(self, new_run: bool = False) -> str:
         id_path = self.run_dir / RUN_ID_FILE
-        if self.resume and id_path.exists():
+        if self.resume and id_path.exists() and not new_run:
             run_id = id_path.read_text(encoding="utf-8").strip()
             if run_id:
                 return run_id
@@ -240,10 +229,23 @@ class RunTracker:
             log.info("resume=True but %s is missing; starting a new W&B run", id_path)
         run_id = _new_run_id()
         _atomic_write_text(id_path, run_id + "\n")
+        _atomic_write_text(self.run_dir / LEDGER_FILE, json.dumps({"run_id": run_id, "rows": []}) + "\n")
         return run_id
 
-    def _init_wandb(self, *, project, entity, group, job_type, name, tags, wandb_dir: Path) -> None:
-        self.run_id = self._run_id_for_init()
+    def _read_ledger(self) -> tuple[str | None, list[list]]:
+        """(W&B run id, rows it holds) as recorded in the run folder; an unreadable ledger holds nothing."""
+        try:
+            ledger = run_folder.read_json(self.run_dir / LEDGER_FILE, default={}) or {}
+        except run_folder.RunFolderError as error:
+            log.warning("%s; treating the W&B run as empty", error)
+            ledger = {}
+        return ledger.get("run_id"), [list(key) for key in ledger.get("rows", [])]
+
+    def _init_wandb(self, *, project, entity, group, job_type, name, tags, wandb_dir: Path,
+                    new_run: bool = False) -> None:
+        self.run_id = self._run_id_for_init(new_run)
+        ledger_id, ledger_rows = self._read_ledger()
+        self._ledger = ledger_rows if ledger_id == self.run_id else []
         try:
             import wandb
         except Exception as exc:  # noqa: BLE001 - any import problem means "local files only"
@@ -310,10 +312,40 @@ class RunTracker:
 
     def restore(self, rows: list[dict]) -> None:
         """Resume: make metrics.jsonl hold exactly ``rows`` (the evaluations the checkpoint
-        covers); rows written after the checkpoint are dropped. W&B is not touched: the
-        resumed W&B run already has those rows from the earlier attempt."""
+        covers; rows written after the checkpoint are dropped), and the W&B run hold each of
+        them exactly once.
+
+        ``wandb_logged.json`` says which rows the W&B run got. When it holds a row the checkpoint
+        does not (evaluated after the checkpoint, then redone now), that run cannot be rewound:
+        the resumed job continues in a new W&B run. The rows the W&B run lacks are logged again.
+        """
         text = "".join(json.dumps(to_jsonable(dict(r)), allow_nan=False) + "\n" for r in rows)
         _atomic_write_text(self.metrics_path, text)
+        if not self._wandb_pending:
+            return
+        keys = [_row_key(to_jsonable(dict(r))) for r in rows]
+        ledger_id, ledger_rows = self._read_ledger()
+        id_path = self.run_dir / RUN_ID_FILE
+        current = id_path.read_text(encoding="utf-8").strip() if id_path.exists() else None
+        stale = [key for key in ledger_rows if key not in keys] if ledger_id == current else []
+        if stale:
+            log.warning("W&B run %s holds %d row(s) evaluated after the checkpoint (%s): continuing in a new "
+                        "W&B run, so that every row is logged once", current, len(stale),
+                        ", ".join(name for _, name in stale))
+        self._start_wandb(new_run=bool(stale))
+        for row in rows:
+            if _row_key(to_jsonable(dict(row))) not in self._ledger:
+                self._log_wandb_row(to_jsonable(dict(row), nan_to_none=False))
+
+    def _log_wandb_row(self, wb_row: dict) -> None:
+        if not self.wandb_active:
+            return
+        # Recorded before logging: a kill in between makes the next resume start a new W&B run
+        # rather than log this row twice.
+        self._ledger.append(_row_key(wb_row))
+        self._wb("ledger", lambda: _atomic_write_text(
+            self.run_dir / LEDGER_FILE, json.dumps({"run_id": self.run_id, "rows": self._ledger}) + "\n"))
+        self._wb("log", lambda: self.run.log(wb_row))
 
     def log_eval(self, row: Mapping[str, Any]) -> None:
         """One evaluation: ``row`` has a numeric "stage" (0 = before the first stage; fractional
@@ -326,18 +358,16 @@ class RunTracker:
         row = to_jsonable(dict(row))
         if not isinstance(row["stage"], (int, float)) or isinstance(row["stage"], bool):
             raise TypeError(f"row['stage'] must be a number, got {row['stage']!r}")
-        line = json.dumps(row, allow_nan=False) + "\n"
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        self._wb("log", lambda: self.run.log(wb_row))
+        run_folder.append_line(self.metrics_path, json.dumps(row, allow_nan=False))
+        self._start_wandb()
+        self._log_wandb_row(wb_row)
 
     def log_matrix(self, matrix: "pandas.DataFrame", name: str = "accuracy_matrix") -> None:
         """Write ``run_dir/<name>.csv`` (rows "zero-shot", "after T1", ...; columns = the
         stages' test sets) and ``<name>.png``, and log a W&B table and heatmap image."""
         path = self.run_dir / f"{name}.csv"
         _atomic_write_text(path, matrix.to_csv(index=True))
+        self._start_wandb()
         png = self.run_dir / f"{name}.png"
         try:
             from .plots import plot_matrix
@@ -368,6 +398,7 @@ class RunTracker:
         """Write ``run_dir/summary.json`` (sorted keys, NaN -> null; keys from earlier
         calls of this tracker are kept) and set ``run.summary[key]`` for each key."""
         self._summary.update(to_jsonable(dict(summary)))
+        self._start_wandb()
         _atomic_write_text(
             self.summary_path, json.dumps(self._summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
         )
@@ -558,3 +589,17 @@ def read_offline_run(run_dir: Path | str) -> dict:
         exit_code=summary_obj.get("exit_code"),
         path=str(target),
     )
+
+
+def read_offline_history(run_dir: Path | str, run_id: str | None = None) -> list[dict]:
+    """Every history row of one W&B run across its offline logs, oldest first: a resumed job writes
+    one ``offline-run-*-<id>`` folder per attempt and ``wandb sync`` uploads them all into run ``id``.
+    ``run_id`` defaults to the run folder's ``wandb_run_id.txt``."""
+    run_dir = Path(run_dir)
+    if run_id is None:
+        run_id = (run_dir / RUN_ID_FILE).read_text(encoding="utf-8").strip()
+    history: list[dict] = []
+    for folder in find_offline_runs(run_dir):
+        if folder.name.endswith(f"-{run_id}"):
+            history += read_offline_run(folder)["history"]
+    return history
