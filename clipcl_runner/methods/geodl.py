@@ -4,7 +4,7 @@ Loss = CE + alpha * (D_img + D_txt). For each trained tower, D is the mean over 
 Δᵀ G Δ with Δ = new − old L2-normalised feature (the old features come from a frozen copy of
 the model taken at each stage start, as in LwF), and G the geodesic flow kernel (Gong et al.,
 CVPR 2012) between the PCA subspaces of the old and the new batch features. G is computed from
-detached features: gradient flows through Δ only, as in the authors' code.
+detached features: gradient flows through Δ only.
 
 - D_img: on the current batch's image features.
 - D_txt: on the class-prompt text features (student vs teacher) of every class seen so far

@@ -3,8 +3,8 @@
 Train each stage with plain CE (as ``finetune``); at the end of the stage merge the weights:
 θ = alpha·θ_new + (1 − alpha)·θ_old, where θ_old is a copy of the trainable parameters taken
 at the stage start (the pretrained CLIP before the first stage, the previous merged model after
-that). The paper's (CL-CLIP) alpha is 0.6 for ``whole``/``image`` and 0.7 for ``text``
-(``method.alpha=0.7``).
+that). CL-CLIP's EuroSAT scripts use alpha 0.6 for ``whole``/``image`` and 0.7 for ``text``;
+the ding2022_* presets pick alpha per task family (docs/fidelity.md, row 9).
 
 - What is merged: only the parameters that train (``requires_grad`` at the stage start, i.e.
   the chosen ``part`` and the logit scale when it trains). Frozen parameters are equal in both
@@ -15,7 +15,7 @@ that). The paper's (CL-CLIP) alpha is 0.6 for ``whole``/``image`` and 0.7 for ``
   pretrained values for a strict comparison).
 - MST: repeated pairwise merging, so stage i's own update ends up weighted alpha·(1−alpha)^(T−i)
   after T stages; the merged model is what the next stage starts from (and what is evaluated).
-- OST (one stage, evaluated every epoch): the paper evaluates the merged model while training
+- OST (one stage, evaluated every epoch): the merged model is evaluated while training
   continues unmerged. ``merged_state(run)`` returns that merged state dict without touching
   ``run.model``; ``model_for_evaluation`` loads it into a copy, which is what the runner
   evaluates after every epoch when ``eval.every_epoch=true``.
