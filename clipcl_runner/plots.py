@@ -7,6 +7,8 @@ state), so plotting is safe in headless jobs and in threads. Values that all lie
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +17,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
+log = logging.getLogger(__name__)
 DEFAULT_PROBE_PREFIXES = ("zs/", "ret/")
+
+
+def _view(plot):
+    """A figure is a view of numbers already written to files: where matplotlib is not installed
+    (the GPU image) it is skipped with a warning and the run goes on; the path is returned unwritten."""
+
+    @functools.wraps(plot)
+    def draw(data, path: Path | str, *args, **kwargs) -> Path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            log.warning("matplotlib is not installed: %s not drawn", path)
+            return Path(path)
+        return plot(data, path, *args, **kwargs)
+
+    return draw
 
 
 def _figure(width: float, height: float):
@@ -40,9 +59,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+@_view
 def plot_matrix(matrix: "pandas.DataFrame", path: Path | str, title: str = "") -> Path:
     """Heatmap of an accuracy matrix (rows: "zero-shot", "after T1", ...; columns: the
-    stages' test sets) with the accuracy in % written in each cell; colours span 0-100."""
+    stages' test sets) with the accuracy in % written in each cell; colours span 0-100.
+    ``matrix``: a DataFrame or the runner's ``results.AccuracyMatrix``."""
     import numpy as np
 
     values = matrix.to_numpy(dtype=float, na_value=np.nan)
@@ -93,6 +114,7 @@ def _cmap(name: str):
     return matplotlib.colormaps[name].copy()
 
 
+@_view
 def plot_probes(rows: list[dict], path: Path | str, metrics: Sequence[str] | None = None,
                 title: str = "") -> Path:
     """Probe metrics over stages: x = evaluation (labelled by "stage_name", plus the

@@ -1,8 +1,16 @@
-"""From evaluation rows to the run's accuracy matrix and summary (shared by the runner and the report)."""
+"""From evaluation rows to the run's accuracy matrix and summary (shared by the runner and the report).
+
+Plain numpy, no pandas: the runner imports this module, and pandas is a report-side dependency
+(the GPU image, for one, has no pandas). ``AccuracyMatrix`` offers the few DataFrame methods the
+run's tracker and plots use, and ``to_pandas()`` for everything else.
+"""
 from __future__ import annotations
 
+import csv
+import io
+from dataclasses import dataclass
+
 import numpy as np
-import pandas as pd
 
 from . import metrics
 from .evaluation import CIL_METRIC, task_metric
@@ -10,11 +18,51 @@ from .evaluation import CIL_METRIC, task_metric
 PROBE_PREFIXES = ("zs/", "ret/")
 
 
-def accuracy_matrix(rows: list[dict], stage_names: list[str]) -> pd.DataFrame:
+class Labels(list):
+    """Row or column labels; ``name`` as a pandas Index has one (unnamed)."""
+
+    name = None
+
+
+@dataclass
+class AccuracyMatrix:
+    """Rows = evaluations, columns = the stages' test sets, values in percent (NaN: not evaluated)."""
+
+    values: np.ndarray
+    index: Labels
+    columns: Labels
+
+    def to_numpy(self, dtype=float, na_value=np.nan) -> np.ndarray:
+        values = np.array(self.values, dtype=dtype)
+        values[np.isnan(values)] = na_value
+        return values
+
+    def to_csv(self, index: bool = True) -> str:
+        """The CSV pandas' ``DataFrame.to_csv()`` writes: an empty corner cell, floats by repr, NaN empty."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(([""] if index else []) + [str(c) for c in self.columns])
+        for label, row in zip(self.index, self.values.tolist()):
+            cells = ["" if np.isnan(v) else repr(float(v)) for v in row]
+            writer.writerow(([str(label)] if index else []) + cells)
+        return out.getvalue()
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.values, index=list(self.index), columns=list(self.columns), dtype=float)
+
+    def copy(self):
+        """A DataFrame copy (as ``DataFrame.copy``): for W&B tables, which need pandas anyway."""
+        return self.to_pandas()
+
+
+def accuracy_matrix(rows: list[dict], stage_names: list[str]) -> AccuracyMatrix:
     """Rows = evaluations (the zero-shot row first when present), columns = every stage's test set."""
     index = [row["stage_name"] for row in rows]
     values = [[row.get(task_metric(name), np.nan) for name in stage_names] for row in rows]
-    return pd.DataFrame(values, index=index, columns=stage_names, dtype=float)
+    array = np.array(values, dtype=float).reshape(len(rows), len(stage_names))
+    return AccuracyMatrix(array, Labels(index), Labels(stage_names))
 
 
 def probe_values(row: dict) -> dict[str, float]:

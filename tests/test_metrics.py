@@ -208,3 +208,23 @@ def test_summarize_t1_and_no_probes():
     assert math.isnan(s["bwt"]) and math.isnan(s["forgetting"]) and math.isnan(s["transfer"])
     with pytest.raises(ValueError):
         M.summarize(ACC1, probes={"avg": 1.0})
+
+
+# -- the runner's accuracy matrix without pandas ------------------------------------------------------
+def test_accuracy_matrix_writes_the_csv_pandas_writes_and_reads_back():
+    pd = pytest.importorskip("pandas")
+    from clipcl_runner.results import accuracy_matrix
+
+    rows = [
+        {"stage": 0, "stage_name": "zero-shot", "task/T1/acc": 50.0, "task/T2/acc": 100 / 3},
+        {"stage": 1, "stage_name": "after T1, first", "task/T1/acc": 87.5},  # a comma (quoted) and a NaN
+        {"stage": 2, "stage_name": "after T2", "task/T1/acc": 0.1 + 0.2, "task/T2/acc": 12.0},
+    ]
+    matrix = accuracy_matrix(rows, ["T1", "T2"])
+    frame = pd.DataFrame([[50.0, 100 / 3], [87.5, np.nan], [0.1 + 0.2, 12.0]],
+                         index=["zero-shot", "after T1, first", "after T2"], columns=["T1", "T2"])
+    assert matrix.to_csv(index=True) == frame.to_csv(index=True)
+    pd.testing.assert_frame_equal(matrix.to_pandas(), frame)
+    assert np.array_equal(matrix.to_numpy(dtype=float, na_value=-1.0)[1], [87.5, -1.0])
+    assert matrix.index.name is None and list(matrix.columns) == ["T1", "T2"]
+
