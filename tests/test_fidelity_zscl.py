@@ -376,6 +376,30 @@ def test_icarl_per_stage_herding_uses_zscls_quotas():
     assert method.memory[(2, -1)][0] == (2, closest)
 
 
+def official_herding_order(features: np.ndarray, m: int) -> list[int]:
+    """ZSCL's constructExampleSet loop (mtil/src/dynamic_dataset.py:57-80), restated; rows are deleted
+    as they are picked, so positions are mapped back to the original rows."""
+    mean, remaining, order, total = features.mean(axis=0), list(range(len(features))), [], None
+    left = features.copy()
+    for k in range(min(m, len(features))):
+        if k == 0:
+            index = int(np.argmin(np.sum((mean - left) ** 2, axis=1)))
+            total = left[index].copy()
+        else:
+            index = int(np.argmin(np.sum((mean - (1 / (k + 1)) * (left + total)) ** 2, axis=1)))
+            total += left[index]
+        order.append(remaining.pop(index))
+        left = np.delete(left, index, axis=0)
+    return order
+
+
+def test_herding_order_is_zscls():
+    from clipcl_runner.methods.icarl import herding
+
+    features = F.normalize(torch.randn(40, 8, generator=torch.Generator().manual_seed(3)), dim=1).double()
+    assert herding(features, 15) == official_herding_order(features.numpy(), 15)
+
+
 def test_icarl_herding_pool_keeps_the_first_images_only():
     run = tiny_run("whole")
     method = ICaRL(memory_size=8, herding="per_stage", herding_pool=3)
