@@ -218,6 +218,13 @@ def test_teacher_precision_fp32_runs_the_teacher_in_fp32_outside_autocast():
     for got, want in ((teacher_images, fp32_images), (teacher_texts, fp32_texts), (copied, fp32_images)):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    method = Method("finetune")  # the teacher's class logits (LwF, iCaRL) are fp32 as well
+    with torch.no_grad():
+        want = method.class_logits(run, teacher, fp32_images, ["shape0a", "shape0b"], ["a photo of a {}."])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = method.class_logits(run, teacher, teacher_images, ["shape0a", "shape0b"], ["a photo of a {}."])
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="trainer.teacher_precision"):
         RunContext(model=run.model, tokenizer=None, device=run.device, stages=run.stages, teacher_precision="fp16")
 

@@ -101,6 +101,11 @@ def frozen_copy(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module
 _OUTSIDE_AUTOCAST: dict[type, type] = {}
 
 
+def runs_outside_autocast(model: nn.Module) -> bool:
+    """A teacher made by ``frozen_copy(model, torch.float32)``: fp32, its forward outside autocast."""
+    return getattr(model, "_outside_autocast", False)
+
+
 def _outside_autocast_class(cls: type) -> type:
     """A subclass of ``cls`` whose forward / encode_image / encode_text run in fp32 with autocast off.
 
@@ -230,4 +235,7 @@ class Method:
             text_features = self.frozen_class_features(run, model, classnames, templates)
         else:
             text_features = self.class_features(run, model, classnames, templates)
+        if runs_outside_autocast(model):  # an fp32 teacher's logits in fp32 too, as CL-CLIP's teacher
+            with torch.autocast(image_features.device.type, enabled=False):
+                return model.logit_scale.exp() * image_features.float() @ text_features.float().t()
         return model.logit_scale.exp() * image_features @ text_features.t()
