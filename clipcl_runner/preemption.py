@@ -21,6 +21,17 @@ import sys
 log = logging.getLogger(__name__)
 DEFAULT_SIGNALS = ("SIGUSR2", "SIGTERM", "SIGINT")
 WORKER_IGNORED = (signal.SIGTERM, signal.SIGINT)
+_worker_stops_seen = 0  # per worker process (each has its own copy)
+
+
+def _worker_stop(signum, frame) -> None:
+    """The first SIGTERM/SIGINT is the one sent to the whole process group: ignored (the main process
+    checkpoints and stops). A later SIGTERM is the main process ending its workers (multiprocessing's
+    terminate() at exit): obeyed, or the main process would wait for this worker forever."""
+    global _worker_stops_seen
+    _worker_stops_seen += 1
+    if _worker_stops_seen > 1 and signum == signal.SIGTERM:
+        raise SystemExit(0)
 
 
 def ignore_stop_signals(worker_id: int | None = None) -> None:
@@ -28,7 +39,7 @@ def ignore_stop_signals(worker_id: int | None = None) -> None:
     process group, so the main process can checkpoint; they end when the main process closes them
     (or, if it is killed, when they notice their parent is gone)."""
     for signum in WORKER_IGNORED:
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, _worker_stop)
 
 
 class StopRequest:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +19,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import checkpoint, distributed, run_folder
 from .config_checks import config_diff, identity
-from .evaluation import Evaluator
-from .methods.base import Method, RunContext
+
+# open_clip imports timm, whose utils import wandb when it is installed (~1.5 s, and logger=none must
+# never load it): hide wandb while they load; timm then simply runs without it. RunTracker imports
+# wandb itself when a run logs to W&B.
+_hide_wandb = "wandb" not in sys.modules
+if _hide_wandb:
+    sys.modules["wandb"] = None  # type: ignore[assignment] - `import wandb` raises ImportError
+try:
+    from .evaluation import Evaluator
+    from .methods.base import Method, RunContext
+finally:
+    if _hide_wandb:
+        del sys.modules["wandb"]
 from .packing import packed_device, release_slots
 from .precision import resolve_device, resolve_precision
 from .preemption import StopRequest

