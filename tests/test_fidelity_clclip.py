@@ -606,3 +606,24 @@ def test_presets_resolve_to_the_ledger(experiment, epochs, method):
         assert got == pytest.approx(value) if isinstance(value, float) else got == value, (method, key)
         if key != "lr":
             assert f"method.{key}" in ledger, f"method.{key} missing from docs/fidelity.md"
+
+
+# f51dd73:run_gpu0.sh (wm), run_gpu1.sh (to), run_gpu2.sh (io): --alpha per method; vrd is our vr_lwf
+EUROSAT_SCRIPT_ALPHAS = {
+    "lwf": {"whole": 0.5, "text": 0.1, "image": 0.5},
+    "vr_lwf": {"whole": 2.0, "text": 1.0, "image": 1.0},
+    "geodl": {"whole": 10.0, "text": 0.3, "image": 10.0},
+    "imm": {"whole": 0.6, "text": 0.7, "image": 0.6},
+}
+
+
+@pytest.mark.parametrize("method", sorted(EUROSAT_SCRIPT_ALPHAS))
+def test_presets_on_eurosat_take_the_eurosat_scripts_alphas(method):
+    from hydra.utils import instantiate
+
+    from conftest import compose_config
+
+    for part, alpha in EUROSAT_SCRIPT_ALPHAS[method].items():
+        cfg = compose_config("experiment=ding2022_ost", "tasks=eurosat_ost", f"method={method}", f"part={part}")
+        assert instantiate(cfg.method).alpha == alpha, (method, part)
+        assert cfg.tasks.epochs == 15 and cfg.tasks.file_order == "lexicographic" and cfg.tasks.class_names == "folder"
