@@ -850,6 +850,16 @@ def run_bench(args: argparse.Namespace, settings: Settings, models: list[str], a
     all_rows: list[Row] = []
     skipped: list[dict] = []
     started = time.perf_counter()
+
+    def save(rows: list[Row], skipped_rows: list[dict], complete: bool) -> dict:
+        """The result so far; written to --json after every section (``meta.complete`` says whether it ended)."""
+        result = {"meta": {**meta, "complete": complete}, "rows": [row.to_json() for row in rows],
+                  "skipped": skipped_rows}
+        if args.json_out:
+            out = Path(args.json_out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
+        return result
     with tempfile.TemporaryDirectory(prefix="clipcl_bench_") as folder:
         paths = write_jpegs(Path(folder), settings.jpegs) if "data" in settings.sections else []
         for model_name in models:
@@ -861,25 +871,25 @@ def run_bench(args: argparse.Namespace, settings: Settings, models: list[str], a
                 print_table(f"train step ({model_name}): raw loop = ceiling; 'step vs FT' = step time "
                             "over the runner's finetune step", rows, settings.cuda)
                 all_rows += rows
+                save(all_rows, skipped + work.skipped, complete=False)  # a timed-out run keeps what it measured
             if "eval" in settings.sections:
                 rows = eval_rows(work)
                 print_table(f"evaluation ({model_name}) vs raw encode_image", rows, settings.cuda)
                 all_rows += rows
+                save(all_rows, skipped + work.skipped, complete=False)  # a timed-out run keeps what it measured
             if "data" in settings.sections:
                 rows = data_rows(work, paths)
                 print_table(f"data pipeline ({model_name}) vs the runner's finetune step", rows, settings.cuda)
                 all_rows += rows
+                save(all_rows, skipped + work.skipped, complete=False)  # a timed-out run keeps what it measured
             skipped += work.skipped
             del work
             gc.collect()
     meta["seconds"] = time.perf_counter() - started
     print(f"\n# {meta['seconds']:.0f} s in all")
-    result = {"meta": meta, "rows": [row.to_json() for row in all_rows], "skipped": skipped}
+    result = save(all_rows, skipped, complete=True)
     if args.json_out:
-        out = Path(args.json_out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
-        print(f"# rows written to {out}")
+        print(f"# rows written to {args.json_out}")
     return result
 
 
