@@ -498,6 +498,43 @@ def test_zscl_loss_is_the_official_one_minus_a_constant_with_the_same_gradient()
             -(F.softmax(teacher.t() / 2, 1) * F.log_softmax(teacher.t() / 2, 1)).sum(1).mean() * 4).item(), rel=1e-5)
 
 
+def test_zscl_step_gradient_is_the_official_loss():
+    """ZSCL.sh's loss (finetune.py:212-290 with --ls 0.2 --l2 1 --image_loss --text_loss), restated on our
+    model's encoders, has the gradient of our training_loss (they differ by the teacher's entropies only)."""
+    run = tiny_run("whole")
+    run.label_smoothing = 0.2
+    reference = tiny_reference()
+    method = ZSCL(reference=reference, ref_batch_size=len(reference.images), we_every=None, l2=1.0)
+    parameters = method.setup(run)
+    method.begin_stage(run)
+    start = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    perturb(run.model)
+    run.model.eval()  # BatchNorm with fixed statistics: both computations see the same network
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    loss, _ = method.training_loss(run, images, LABELS)
+    ours = torch.autograd.grad(loss, parameters)
+
+    model, teacher = run.model, method.teacher
+    scale = model.logit_scale.exp()  # ZSCL uses the student's (frozen) scale on both sides
+    texts = run.tokenizer([f"a photo of a {name}." for name in run.stage.classnames])
+    embeddings = F.normalize(model.encode_text(texts), dim=-1)
+    out = F.normalize(model.encode_image(images), dim=-1)
+    official = F.cross_entropy(scale * out @ embeddings.t(), LABELS, label_smoothing=0.2)
+    official = official + sum(F.mse_loss(p, start[n], reduction="sum") for n, p in model.named_parameters())
+    ref_images = reference.images.images
+    with torch.no_grad():
+        ref_embeddings = F.normalize(teacher.encode_text(run.tokenizer(reference.sentences)), dim=-1)
+        ref_out = F.normalize(teacher.encode_image(ref_images), dim=-1)
+    current = F.normalize(model.encode_image(ref_images), dim=-1)
+    logits_current, logits_ref = scale * current @ ref_embeddings.t(), scale * ref_out @ ref_embeddings.t()
+    official = official + official_distillation(logits_ref, logits_current)
+    official = official + official_distillation(logits_ref.t(), logits_current.t())
+    theirs = torch.autograd.grad(official, parameters)
+    # float32 rounding only (our text encoding stops after the last EOT, an exact cut for CLIP's causal tower)
+    difference = torch.cat([(a - b).flatten() for a, b in zip(ours, theirs)]).norm()
+    assert difference <= 1e-4 * torch.cat([b.flatten() for b in theirs]).norm()
+
+
 def test_transfer_avg_last_are_zscls_results_notebook_formulas():
     acc = np.random.default_rng(0).uniform(0, 100, (11, 11))  # row i: after stage i; column j: dataset j
     transfer = np.mean([np.mean([acc[j, i] for j in range(i)]) for i in range(1, 11)])  # mtil/results.ipynb
