@@ -53,9 +53,11 @@ def tiny_reference(images: int = 12) -> ReferenceSet:
 
 
 def perturb(model, scale: float = 0.05) -> None:
+    """Move the trainable parameters, as some optimiser steps would (the frozen logit scale stays)."""
     with torch.no_grad():
         for param in model.parameters():
-            param.add_(scale * torch.randn_like(param))
+            if param.requires_grad:
+                param.add_(scale * torch.randn_like(param))
 
 
 # --------------------------------------------------------------------------- 13. WE timing
@@ -531,6 +533,37 @@ def test_zscl_step_gradient_is_the_official_loss():
     official = official + official_distillation(logits_ref.t(), logits_current.t())
     theirs = torch.autograd.grad(official, parameters)
     # float32 rounding only (our text encoding stops after the last EOT, an exact cut for CLIP's causal tower)
+    difference = torch.cat([(a - b).flatten() for a, b in zip(ours, theirs)]).norm()
+    assert difference <= 1e-4 * torch.cat([b.flatten() for b in theirs]).norm()
+
+
+def test_zscl_lwf_step_gradient_is_lwf_shs_loss():
+    """lwf.sh's loss (finetune.py with --ls 0.2 --image_loss --text_loss, ref texts = the current class
+    prompts, ref images = the current dataset, teacher = the loaded previous model), restated."""
+    run = tiny_run("whole")
+    run.label_smoothing = 0.2
+    method = ZSCLLwF(distill_transform="train")
+    parameters = method.setup(run)
+    method.begin_stage(run)
+    perturb(run.model)
+    run.model.eval()
+    images, labels = run.stage.train.images, run.stage.train.labels  # 8 images: the second batch is all of them
+    loss, _ = method.training_loss(run, images, labels)
+    ours = torch.autograd.grad(loss, parameters)
+
+    model, teacher = run.model, method.teacher
+    scale = model.logit_scale.exp()
+    texts = run.tokenizer([f"a photo of a {name}." for name in run.stage.classnames])
+    out = F.normalize(model.encode_image(images), dim=-1)
+    official = F.cross_entropy(scale * out @ F.normalize(model.encode_text(texts), dim=-1).t(), labels,
+                               label_smoothing=0.2)
+    with torch.no_grad():
+        ref_embeddings = F.normalize(teacher.encode_text(texts), dim=-1)
+        ref_out = F.normalize(teacher.encode_image(images), dim=-1)
+    logits_current, logits_ref = scale * out @ ref_embeddings.t(), scale * ref_out @ ref_embeddings.t()
+    official = official + official_distillation(logits_ref, logits_current)
+    official = official + official_distillation(logits_ref.t(), logits_current.t())
+    theirs = torch.autograd.grad(official, parameters)
     difference = torch.cat([(a - b).flatten() for a, b in zip(ours, theirs)]).norm()
     assert difference <= 1e-4 * torch.cat([b.flatten() for b in theirs]).norm()
 
