@@ -627,6 +627,15 @@ def test_presets_resolve_to_the_ledger(preset):
     assert method.we_timing == "multiples" and method.l2 == 0 and clean.trainer.scheduler.extra_steps == 0
 
 
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_method_composes_and_instantiates_under_the_presets(preset):
+    from conftest import CONFIG_DIR
+
+    for option in sorted(path.stem for path in (Path(CONFIG_DIR) / "method").glob("*.yaml")):
+        method = instantiate(compose_config(f"experiment={preset}", f"method={option}").method, _convert_="all")
+        assert method.name == option
+
+
 def test_plain_method_configs_keep_the_clean_defaults():
     zscl = instantiate(compose_config("method=zscl").method, _convert_="all")
     assert zscl.we_timing == "multiples" and zscl.l2 == 0.0
