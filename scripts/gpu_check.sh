@@ -106,7 +106,13 @@ install_wheels() {
     # (the image provides the rest), into their own folder.
     ls "$WHEELS"/*.whl > /dev/null 2>&1 || { echo "no wheels in $WHEELS: run --prepare here first" >&2; return 1; }
     rm -rf "$SITE" && mkdir -p "$SITE"
-    "$PYTHON" -m pip install --quiet --no-index --no-deps --disable-pip-version-check --target "$SITE" "$WHEELS"/*.whl
+    if "$PYTHON" -m pip --version > /dev/null 2>&1; then
+        "$PYTHON" -m pip install --quiet --no-index --no-deps --disable-pip-version-check --target "$SITE" "$WHEELS"/*.whl
+    else  # no pip in the image: a wheel is a zip of its installed layout (none of these has scripts or data)
+        local wheel
+        for wheel in "$WHEELS"/*.whl; do "$PYTHON" -m zipfile -e "$wheel" "$SITE" || return 1; done
+    fi
+    ls "$SITE"
 }
 
 check_imports() {
