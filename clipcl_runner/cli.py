@@ -95,8 +95,36 @@ def refuse(message: str) -> None:
     raise SystemExit(USER_ERROR_EXIT)
 
 
+OUTPUT_KEYS = ("paths.output_dir", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def check_output_paths(argv: list[str]) -> None:
+    """Hydra creates the run folder before our code runs, with a traceback when it cannot: check the
+    output folders given on the command line (or CLIPCL_OUTPUTS) first, naming the key and path."""
+    given = [("CLIPCL_OUTPUTS", os.environ["CLIPCL_OUTPUTS"])] if os.environ.get("CLIPCL_OUTPUTS") else []
+    given += [tuple(arg.lstrip("+").split("=", 1)) for arg in argv
+              if "=" in arg and arg.lstrip("+").split("=", 1)[0] in OUTPUT_KEYS]
+    for key, value in given:
+        if not value or "${" in value or "," in value:
+            continue
+        path = Path(value)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as error:
+            refuse(f"{key}={value}: cannot create or write {path} ({error.strerror or error}).\n"
+                   "Fix: choose a folder you can write.")
+
+
+def main() -> dict | None:
+    """``clipcl``: the output folders are checked before Hydra creates the run folder in them."""
+    check_output_paths(sys.argv[1:])
+    return run_main()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> dict | None:
+def run_main(cfg: DictConfig) -> dict | None:
     try:
         validate(cfg, HydraConfig.get().overrides.task, CHOICES)
     except ConfigError as error:

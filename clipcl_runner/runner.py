@@ -278,8 +278,11 @@ class StageLoop:
         if self.main:
             from .plots import plot_probes  # matplotlib only where a figure is drawn
 
-            title = f"{self.method.name} (seed {self.cfg.seed})"
-            self.tracker.log_figure(plot_probes(self.rows, self.run_dir / "probes.png", title=title), "probes")
+            title, path = f"{self.method.name} (seed {self.cfg.seed})", self.run_dir / run_folder.PROBES_PNG
+            try:
+                self.tracker.log_figure(plot_probes(self.rows, path, title=title), "probes")
+            except OSError as error:  # a figure is a view of metrics.jsonl: never lose the summary over it
+                log.warning("could not write %s: %s", path, error)
         self.tracker.log_summary(summary)
         log.info("summary: %s", _brief(summary))
         return summary

@@ -72,6 +72,7 @@ def refused(*args: str) -> tuple[str, float]:
     ("seed=abc", "seed='abc'"),
     ("+trainer.batchsize=8", "Did you mean trainer.batch_size"),
     ("paths.cache_dir=/proc/nope/x", "paths.cache_dir=/proc/nope/x"),
+    ("paths.output_dir=/proc/nope/x", "paths.output_dir=/proc/nope/x"),
     ("model=open_clip", "model.pretrain"),
     ("part=both", "part='both'"),
 ])
