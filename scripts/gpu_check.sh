@@ -97,6 +97,8 @@ section() {
         [[ $verdict == *": " ]] && verdict+="see the log"
     elif [[ $name == cuda_tests ]] && grep -q "skipped" "$OUT/$name.log" && ! grep -q "passed" "$OUT/$name.log"; then
         verdict="ok (all skipped: no GPU)"
+    elif [[ $name == bench* ]] && grep -q "MISSED" "$OUT/$name.log"; then
+        verdict="ok, $(grep -c "MISSED" "$OUT/$name.log") rows MISSED their target (a measurement: see the log)"
     fi
     NAMES+=("$name") VERDICTS+=("$verdict") TIMES+=($((SECONDS - begin)))
 }
