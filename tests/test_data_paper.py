@@ -11,17 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from clipcl_runner.data import coco as coco_mod
-from clipcl_runner.data.coco import (
-    CocoCrops,
-    build_crop_index,
-    coco_retrieval_probe,
-    coco_sessions,
-    flickr30k_retrieval_probe,
-    karpathy_retrieval_probe,
-    load_crop_index,
-)
-from clipcl_runner.data.errors import CorruptImage, DatasetMissing, open_image
+from clipcl_runner.data import coco_crops, karpathy
+from clipcl_runner.data.coco_crops import CocoCrops, build_crop_index, coco_sessions, load_crop_index
+from clipcl_runner.data.errors import CorruptImage, DataFormatError, DatasetMissing, open_image
 from clipcl_runner.data.folders import (
     eurosat_sessions,
     imagenet_folder_probe,
@@ -29,6 +21,7 @@ from clipcl_runner.data.folders import (
     read_class_list,
     tiered_imagenet_probe,
 )
+from clipcl_runner.data.karpathy import coco_retrieval_probe, flickr30k_retrieval_probe, karpathy_retrieval_probe
 from clipcl_runner.data.stages import ClassificationProbe, RetrievalProbe
 
 torch.set_num_threads(1)
@@ -163,8 +156,8 @@ def test_coco_index_cache_is_reused_and_invalidated(coco_root, tmp_path, monkeyp
     first = build_crop_index(coco_root, "test", cache_dir=cache)
     assert len(list(cache.glob("coco_crops_test_*.json"))) == 1
     calls = []
-    real = coco_mod._build_index
-    monkeypatch.setattr(coco_mod, "_build_index", lambda *a: calls.append(a) or real(*a))
+    real = coco_crops._build_index
+    monkeypatch.setattr(coco_crops, "_build_index", lambda *a: calls.append(a) or real(*a))
     assert build_crop_index(coco_root, "test", cache_dir=cache) == first
     assert calls == []  # served from the cache: the instances JSON was not parsed again
     build_crop_index(coco_root, "test", min_size=2, cache_dir=cache)
@@ -387,7 +380,7 @@ def test_runner_evaluator_consumes_the_real_datasets(coco_root, clip, tmp_path):
     from clipcl_runner.evaluation import Evaluator
 
     stages = coco_sessions(clip, coco_root, sessions=2, epochs=1)
-    probes = coco_mod.paper_probes(clip, coco_root=coco_root, coco_folds=2)
+    probes = karpathy.paper_probes(clip, coco_root=coco_root, coco_folds=2)
     evaluator = Evaluator(stages, probes, clip.tokenizer, torch.device("cpu"), batch_size=4, task_head="all")
     metrics = evaluator(clip.model, completed_stages=1)
     assert {"task/coco_s1/acc", "task/coco_s2/acc", "ret/coco1k/i2t_r1", "ret/coco1k/t2i_r10"} <= set(metrics)

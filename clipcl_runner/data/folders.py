@@ -168,6 +168,13 @@ def read_class_list(class_list: str | os.PathLike) -> list[tuple[str, str]]:
     return entries
 
 
+def imagenet_data_folder(folder: Path) -> Path:
+    """The data folder of an ImageNet class folder: ``<data>`` for ``<data>/imagenet/train`` (the folder
+    ``scripts/prepare_data.py tiered_imagenet --root`` takes, as for ``imagenet``); other folders as given."""
+    folder = Path(folder)
+    return folder.parent.parent if folder.parts[-2:] == ("imagenet", "train") else folder
+
+
 def imagenet_folder_probe(
     clip: ClipBundle,
     name: str,
@@ -186,16 +193,17 @@ def imagenet_folder_probe(
     """
     root = Path(root).expanduser()
     folder = root / split_dir if split_dir else root
+    data = imagenet_data_folder(folder)  # what prepare_data.py's --root means
     if not folder.is_dir():
-        raise DatasetMissing(dataset, folder, root, "image folder")
+        raise DatasetMissing(dataset, folder, data, "image folder")
     paths, labels, classnames = [], [], []
     for label, (wnid, classname) in enumerate(read_class_list(class_list)):
         class_dir = folder / wnid
         if not class_dir.is_dir():
-            raise DatasetMissing(dataset, class_dir, root, f"class folder of '{classname}'")
+            raise DatasetMissing(dataset, class_dir, data, f"class folder of '{classname}'")
         files = list_images(class_dir)
         if not files:
-            raise DatasetMissing(dataset, class_dir, root, f"no images in the class folder of '{classname}'")
+            raise DatasetMissing(dataset, class_dir, data, f"no images in the class folder of '{classname}'")
         if max_per_class is not None:
             files = files[:max_per_class]
         paths += files

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ..models import ClipBundle
 from . import synthetic_world as world
-from .coco import COCO_KARPATHY_FILE, read_karpathy
+from .karpathy import COCO_KARPATHY_FILE, read_karpathy
 from .errors import DatasetMissing
 from .folders import ImageFiles
 from .vision_datasets import DATASET_FOLDERS, read_image_folder
@@ -88,6 +88,7 @@ def coco_reference(
 
 
 CC_VALIDATION_TSV = "Validation_GCC-1.1.0-Validation.tsv"
+CC_GATHERED_CSV = "Validation_GCC-1.1.0-Validation_output.csv"  # ZSCL's gather_cc.py output
 CC_HINT = (
     "Conceptual Captions' validation captions are a text file: download {name} from\n"
     "  https://ai.google.com/research/ConceptualCaptions/download (\"Validation split\", 15,840 lines of\n"
