@@ -344,6 +344,52 @@ def test_missing_and_corrupt_images_name_the_file(coco_root, tmp_path):
         CocoCrops(coco_root, records)
 
 
+def test_bad_annotation_files_name_the_file_and_the_fix(coco_root, tmp_path, clip):
+    """A truncated instances file, a truncated Karpathy split and an unknown category id: each error names
+    the file and what to do (fetch it again; the prepare command), not a bare JSONDecodeError/KeyError."""
+    instances = coco_root / "annotations" / "instances_val2014.json"
+    good = instances.read_text()
+    instances.write_text(good[: len(good) // 2])  # a download cut in the middle
+    with pytest.raises(DataFormatError) as error:
+        build_crop_index(coco_root, "test")
+    message = str(error.value)
+    assert str(instances) in message and "not valid JSON" in message
+    assert f"prepare_data.py coco --root {coco_root}" in message and "fetch this file again" in message
+    assert str(pickle.loads(pickle.dumps(error.value))) == message  # crosses DataLoader workers intact
+
+    payload = json.loads(good)
+    payload["annotations"][0]["category_id"] = 99  # no such category in "categories"
+    instances.write_text(json.dumps(payload))
+    with pytest.raises(DataFormatError) as error:
+        build_crop_index(coco_root, "test")
+    message = str(error.value)
+    assert str(instances) in message and "category id 99" in message and "[1, 2, 5, 24]" in message
+    assert "annotations_trainval2014.zip" in message
+    instances.write_text(good)
+
+    split_file = coco_root / "dataset_coco.json"
+    split_file.write_text(split_file.read_text()[:100])
+    for build in (lambda: build_crop_index(coco_root, "test"), lambda: coco_retrieval_probe(clip, coco_root)):
+        with pytest.raises(DataFormatError) as error:
+            build()
+        assert str(split_file) in str(error.value) and "not valid JSON" in str(error.value)
+    flickr = tmp_path / "flickr"
+    (flickr / "flickr30k-images").mkdir(parents=True)
+    (flickr / "dataset_flickr30k.json").write_text('{"images": [{"split": "test", "filename": "1.jpg"}]}')
+    with pytest.raises(DataFormatError) as error:  # an entry without its sentences
+        flickr30k_retrieval_probe(clip, flickr)
+    assert str(flickr / "dataset_flickr30k.json") in str(error.value) and "'sentences'" in str(error.value)
+    assert "prepare_data.py flickr30k" in str(error.value)
+
+
+def test_coco_module_still_exports_the_split_names():
+    """data/coco.py was split into coco_crops (update tasks) and karpathy (retrieval); old imports resolve."""
+    from clipcl_runner.data import coco
+
+    assert coco.coco_sessions is coco_sessions and coco.crop_box is coco_crops.crop_box
+    assert coco.coco_retrieval_probe is coco_retrieval_probe and coco.paper_probes is karpathy.paper_probes
+
+
 # --------------------------------------------------------------------------- scripts/prepare_data.py
 @pytest.fixture(scope="module")
 def prepare():
