@@ -142,16 +142,19 @@ def _is_class_folder(folder: Path) -> bool:
 
 def check_tiered_imagenet(root: Path, class_list: str) -> list[str]:
     """The class folder the zero-shot probe reads: ``eval.probes.tiered_imagenet.root`` with
-    ``paths.data_dir=<root>`` (``<root>/imagenet/train``, the imagenet dataset's own). A ``--root`` that is
-    itself a class folder (this script's old meaning) is checked as given, with the override it needs."""
+    ``paths.data_dir=<root>`` (``<root>/imagenet/train``, the imagenet dataset's own). A ``--root`` of
+    ``<data>/imagenet`` or of the class folder itself (this script's old meaning) is checked as given,
+    with the override the runs need to read it."""
     probe = ("eval.probes.tiered_imagenet", "root")
-    folder = runs_read(*probe, "eval=paper", f"paths.data_dir='{root.resolve()}'")
     default = runs_read(*probe, "eval=paper")
-    if not folder.is_dir() and _is_class_folder(root):
-        print(f"  {root} holds class folders itself: checking it (--root is the data folder, which holds imagenet/train)")
-        folder, override = root, f"eval.probes.tiered_imagenet.root={root.resolve()}"
-    else:
-        override = f"paths.data_dir={root.resolve()}"
+    candidates = [
+        (runs_read(*probe, "eval=paper", f"paths.data_dir='{root.resolve()}'"), f"paths.data_dir={root.resolve()}"),
+        (root / "train", f"paths.data_dir={root.resolve().parent}"),  # --root <data>/imagenet
+        (root, f"eval.probes.tiered_imagenet.root={root.resolve()}"),  # --root the class folder
+    ]
+    folder, override = next((c for c in candidates if _is_class_folder(c[0])), candidates[0])
+    if folder != candidates[0][0]:
+        print(f"  {folder} holds the class folders: checking it (--root is the data folder, which holds imagenet/train)")
     note_override(folder, default, override)
     return check_folder_classes(folder, class_list)
 

@@ -73,3 +73,16 @@ def test_imagenet_cc_checks_both_parts_and_says_where_to_get_each(tmp_path, caps
     tsv.write_text("a dog on a beach\thttp://x/1.jpg\na red car\thttp://x/2.jpg\n")
     assert prepare.main(["imagenet_cc", "--root", str(data), "--quick"]) == 0
     assert f"ok: 2 captions in {tsv}" in capsys.readouterr().out
+
+
+def test_tiered_imagenet_accepts_the_imagenet_folder_with_its_override(tmp_path, capsys):
+    """`--root data/imagenet` (README's old example) checks data/imagenet/train, what the runs read with
+    paths.data_dir=data."""
+    prepare = load_script()
+    classes = tmp_path / "classes.txt"
+    classes.write_text("n00000001\tone\n")
+    write_image(tmp_path / "data" / "imagenet" / "train" / "n00000001" / "a.JPEG")
+    assert prepare.main(["tiered_imagenet", "--root", str(tmp_path / "data" / "imagenet"), "--class-list", str(classes)]) == 0
+    out = capsys.readouterr().out
+    assert f"ok: all 1 class folders in {tmp_path}/data/imagenet/train" in out
+    assert f"run with: paths.data_dir={(tmp_path / 'data').resolve()}" in out
