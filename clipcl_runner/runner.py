@@ -156,7 +156,10 @@ def run(cfg: DictConfig, run_dir: Path, record: dict[str, str] | None = None) ->
             return StageLoop(cfg, run_dir, device).run()
         finally:
             if world.is_main:
-                record_job(run_dir, ended=time.time())
+                try:
+                    record_job(run_dir, ended=time.time())
+                except run_folder.RunFolderError as error:  # e.g. the disk filled up: keep the first error
+                    log.warning("%s", error)
     finally:
         release_slots()
         lock.release()

@@ -22,10 +22,26 @@ from conftest import REPO, TEST_PRESET, compose_config
 SHORT = ("tasks.num_stages=2", "tasks.epochs=1")
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_runs():
+    """A failing test must not leave its runs (and their DataLoader workers) behind."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def clipcl(*args: str, **popen) -> subprocess.Popen:
     """`clipcl ARGS` in its own process group (as a SLURM job step is), from the repository root."""
-    return subprocess.Popen([sys.executable, "-m", "clipcl_runner.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "clipcl_runner.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **popen)
+    STARTED.append(proc)
+    return proc
 
 
 def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
@@ -355,9 +371,13 @@ def test_workers_ignoring_the_signal_let_the_main_process_checkpoint(tmp_path):
     target = tmp_path / "mid_stage.pt"
     proc = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(target)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout.readline().strip() == "ready"
-    os.killpg(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:  # a hanging exit must not outlive the test
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "Traceback" not in err and "killed by signal" not in err, err[-3000:]
     assert target.stat().st_size == 40_000
@@ -371,8 +391,9 @@ def trainer_wires_worker_init() -> bool:
 @pytest.mark.parametrize("signum, code, workers", [
     pytest.param(signal.SIGTERM, 143, 2, marks=pytest.mark.skipif(
         not trainer_wires_worker_init(),
-        reason="trainer.py does not pass preemption.ignore_stop_signals as its DataLoader's worker_init_fn yet")),
-    (signal.SIGINT, 130, 0),
+        reason="trainer.py does not pass preemption.ignore_stop_signals as its DataLoader's worker_init_fn yet"),
+        id="SIGTERM-2-workers"),
+    pytest.param(signal.SIGINT, 130, 0, id="SIGINT"),
 ])
 def test_a_signal_to_the_process_group_checkpoints_and_resumes_exactly(
         pretrained_test_clip, tmp_path, signum, code, workers):
