@@ -27,7 +27,7 @@ from .karpathy import COCO_KARPATHY_FILE, read_karpathy
 from .errors import DatasetMissing
 from .folders import ImageFiles
 from .vision_datasets import DATASET_FOLDERS, read_image_folder
-from .stages import TensorImages, normalise_uint8
+from .stages import TensorImages, model_input
 
 
 @dataclass
@@ -55,7 +55,7 @@ def synthetic_reference(
         pairs=world.SEEN_PAIRS,
         captions_per_image=captions_per_image,
     )
-    images = TensorImages(normalise_uint8(made.images, clip.image_mean, clip.image_std), torch.arange(len(made)))
+    images = TensorImages(model_input(made.images, clip), torch.arange(len(made)))
     return ReferenceSet(images, [text for per_image in made.captions for text in per_image])
 
 

@@ -76,6 +76,17 @@ def normalise_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     return (images.float() / 255.0 - mean_t) / std_t
 
 
+def model_input(images: torch.Tensor, clip) -> torch.Tensor:
+    """The world's uint8 images as ``clip``'s input: resized to its image size when that differs
+    (e.g. a ViT-B/32 at 224 px on the 32 px synthetic world), then normalised with its mean/std."""
+    size = getattr(getattr(clip.model, "visual", None), "image_size", None)
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size) if size else None
+    if size is not None and tuple(images.shape[-2:]) != size:
+        resized = torch.nn.functional.interpolate(images.float(), size=size, mode="bilinear", antialias=True)
+        images = resized.round().clamp(0, 255).to(torch.uint8)
+    return normalise_uint8(images, clip.image_mean, clip.image_std)
+
+
 class OffsetLabels(Dataset):
     """``dataset`` with ``offset`` added to every label: a stage's local labels placed in a larger head."""
 

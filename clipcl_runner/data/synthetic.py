@@ -10,11 +10,11 @@ import torch
 
 from ..models import ClipBundle
 from . import synthetic_world as world
-from .stages import ClassificationProbe, RetrievalProbe, Stage, TensorImages, normalise_uint8
+from .stages import ClassificationProbe, RetrievalProbe, Stage, TensorImages, model_input
 
 
 def _tensor_set(clip: ClipBundle, images: world.SyntheticSet, labels: torch.Tensor) -> TensorImages:
-    return TensorImages(normalise_uint8(images.images, clip.image_mean, clip.image_std), labels)
+    return TensorImages(model_input(images.images, clip), labels)
 
 
 def synthetic_task_sequence(
