@@ -207,12 +207,14 @@ def imagenet_cc_hint(root: Path, missing: list[str]) -> str:
 
 
 def check_eurosat(root: Path, download: bool) -> list[str]:
-    data = root / "eurosat" / "2750"
+    """<root>/eurosat/2750/<ClassName>/ (torchvision's layout), which both uses read: MTIL's eurosat with
+    paths.data_dir=<root>, tasks=eurosat_mst with tasks.root=<root>; the overrides are printed."""
+    spec = datasets.get("eurosat")
+    data = root / spec.folder
     if not data.is_dir() and download:
-        from torchvision.datasets import EuroSAT
-
-        print(f"  downloading EuroSAT into {root} (torchvision.datasets.EuroSAT(download=True)) ...", flush=True)
-        downloading("EuroSAT", lambda: EuroSAT(str(root), download=True))
+        _torchvision_download("eurosat", root)
+    note_override(root, runs_read("paths", "data_dir"), f"paths.data_dir={root.resolve()} (MTIL's eurosat)")
+    note_override(root, runs_read("tasks", "root", "tasks=eurosat_mst"), f"tasks.root={root.resolve()} (tasks=eurosat_mst)")
     if not data.is_dir():
         return [f"{data}"]
     missing = []
