@@ -17,16 +17,28 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 
 @dataclass
 class Auxiliary:
-    """One extra stream: ``batch_size`` samples of ``dataset`` per optimiser step."""
+    """One extra stream: ``batch_size`` samples of ``dataset`` per optimiser step (None: as many as the
+    training batch on this process, e.g. LwF-VR's second batch)."""
 
     dataset: Dataset
-    batch_size: int
+    batch_size: int | None = None
     drop_labels: bool = True  # hand the loss the images only (datasets yield (image, label) pairs)
+
+
+def draw_batch(spec: Auxiliary, device: torch.device, batch_size: int | None = None):
+    """One batch of ``spec`` drawn on the calling thread (indices without replacement from torch's global
+    RNG): what a method uses when its ``training_loss`` is called outside the trainer, without the batch."""
+    count = spec.batch_size or batch_size
+    picked = torch.randperm(len(spec.dataset))[:count].tolist()
+    batch = default_collate([spec.dataset[i] for i in picked])
+    if spec.drop_labels and isinstance(batch, (list, tuple)):
+        batch = batch[0]
+    return batch.to(device, non_blocking=True) if isinstance(batch, torch.Tensor) else batch
 
 
 class EndlessShuffle(Sampler[int]):
@@ -51,8 +63,12 @@ class EndlessShuffle(Sampler[int]):
 class AuxiliaryStream:
     """Batches of one auxiliary dataset, with a resumable position."""
 
-    def __init__(self, name: str, spec: Auxiliary, seed: int, num_workers: int, pin_memory: bool):
+    def __init__(self, name: str, spec: Auxiliary, seed: int, num_workers: int, pin_memory: bool,
+                 batch_size: int | None = None):
+        if spec.batch_size is None and batch_size is None:
+            raise ValueError(f"auxiliary stream '{name}' has no batch size (Auxiliary.batch_size or the trainer's)")
         self.name, self.spec, self.seed = name, spec, seed
+        self.batch_size = spec.batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.position = 0  # samples handed to the loss so far
         self._iterator: Iterator | None = None
@@ -60,7 +76,7 @@ class AuxiliaryStream:
     def _loader(self) -> DataLoader:
         sampler = EndlessShuffle(len(self.spec.dataset), self.seed, self.position)
         return DataLoader(
-            self.spec.dataset, batch_size=self.spec.batch_size, sampler=sampler, num_workers=self.num_workers,
+            self.spec.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # never draw from the global RNG
         )
@@ -69,7 +85,7 @@ class AuxiliaryStream:
         if self._iterator is None:
             self._iterator = iter(self._loader())
         batch = next(self._iterator)
-        self.position += self.spec.batch_size
+        self.position += self.batch_size
         if self.spec.drop_labels and isinstance(batch, (list, tuple)):
             batch = batch[0]
         return batch.to(device, non_blocking=True) if isinstance(batch, torch.Tensor) else batch
@@ -81,9 +97,11 @@ class AuxiliaryStream:
         self.position, self._iterator = int(state["position"]), None
 
 
-def open_streams(specs: dict[str, Auxiliary], seed: int, num_workers: int, pin_memory: bool) -> dict[str, AuxiliaryStream]:
-    """One stream per declared dataset; each gets its own seed so two streams never share an order."""
+def open_streams(specs: dict[str, Auxiliary], seed: int, num_workers: int, pin_memory: bool,
+                 batch_size: int | None = None) -> dict[str, AuxiliaryStream]:
+    """One stream per declared dataset; each gets its own seed so two streams never share an order.
+    ``batch_size``: the training batch per process, for streams that declare none."""
     return {
-        name: AuxiliaryStream(name, spec, seed * 7919 + index + 1, num_workers, pin_memory)
+        name: AuxiliaryStream(name, spec, seed * 7919 + index + 1, num_workers, pin_memory, batch_size)
         for index, (name, spec) in enumerate(sorted(specs.items()))
     }

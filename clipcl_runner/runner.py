@@ -28,7 +28,7 @@ if _hide_wandb:
     sys.modules["wandb"] = None  # type: ignore[assignment] - `import wandb` raises ImportError
 try:
     from .evaluation import Evaluator
-    from .methods.base import Method, RunContext
+    from .methods.base import Method, RunContext, check_supported
 finally:
     if _hide_wandb:
         del sys.modules["wandb"]
@@ -181,6 +181,7 @@ class StageLoop:
             clip.model.to(memory_format=torch.channels_last)
         self.stages = instantiate(cfg.tasks, clip=clip)
         self.method: Method = instantiate(cfg.method, _convert_="all")
+        check_supported(self.method, cfg, distributed=distributed.world().distributed)  # refuse before any stage
         self.evaluator = Evaluator(
             self.stages, build_probes(cfg.eval.get("probes"), clip), clip.tokenizer, device, precision,
             batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers, task_head=cfg.eval.task_head,

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from . import distributed
+from .auxiliary import open_streams
 from .data.decoded import decoded
 from .methods.base import Method, RunContext
 from .models import clamp_logit_scale
@@ -44,6 +45,9 @@ class TrainSettings:
     channels_last: bool = False  # NHWC images (the model is converted by the runner): faster ResNet towers on GPU
     decoded_cache: bool = False  # decode the stage's images once into memory (small datasets)
     progress: bool = True
+    # null: drop the last partial batch when the stage has more than one batch (steps_per_epoch = floor);
+    # false: keep it (steps_per_epoch = ceil, ZSCL's loaders); true: always drop it
+    drop_last: bool | None = None
     # fp16: stop (as the fp32 divergence check does) when the grad scaler skips this many steps in a
     # row, or its scale falls below the floor; torch's scaler itself would halve the scale forever.
     fp16_max_skipped_steps: int = 50
@@ -112,8 +116,8 @@ class MethodLoss(nn.Module):
         self.model = run.model
         self.run_context, self.method = run, method
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor):
-        return self.method.training_loss(self.run_context, images, labels)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, **auxiliary):
+        return self.method.training_loss(self.run_context, images, labels, **auxiliary)
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -145,7 +149,13 @@ class StageTraining:
                 f"trainer.batch_size={settings.batch_size} is the global batch: it must be a multiple of the "
                 f"{world.size} processes and at most the {len(stage.train)} images of stage {stage.name}."
             )
-        self.drop_last = len(stage.train) > settings.batch_size
+        self.drop_last = len(stage.train) > settings.batch_size if settings.drop_last is None else settings.drop_last
+        if self.drop_last and len(stage.train) < settings.batch_size:
+            raise ValueError(f"trainer.drop_last=true drops every batch of stage {stage.name}: its {len(stage.train)} "
+                             f"images are fewer than trainer.batch_size={settings.batch_size}; use trainer.drop_last=null.")
+        if world.distributed and settings.drop_last is False:
+            raise ValueError("trainer.drop_last=false keeps a partial batch, which distributed training cannot split "
+                             "evenly over the processes: use trainer.drop_last=null.")
         self.sampler = EpochShuffle(len(stage.train), seed, settings.batch_size, world.rank, world.size)
         train = decoded(stage.train, settings.num_workers) if settings.decoded_cache else stage.train
         self.loader = DataLoader(
@@ -162,6 +172,10 @@ class StageTraining:
         self.optimizer = make_optimizer(parameters, **({"lr": stage.lr} if stage.lr else {}))
         self.scheduler = make_scheduler(self.optimizer, total_steps=self.total) if make_scheduler else None
         self.scaler = grad_scaler(settings.precision, run.device)
+        # The method's extra data (ZSCL's reference images, LwF-VR's second batch): each its own loader,
+        # decoded in workers ahead of the step, its position in mid-stage checkpoints.
+        self.streams = open_streams(method.auxiliary_data(run), seed, settings.num_workers,
+                                    pin_memory=run.device.type == "cuda", batch_size=settings.batch_size // world.size)
         if settings.grad_clip_before_unscale and not self.scaler.is_enabled():
             log.info("trainer.grad_clip_before_unscale=true under %s: no grad scaler, so the gradient is clipped "
                      "unscaled to norm %s (the same as false).", settings.precision, settings.grad_clip_norm)
@@ -186,6 +200,7 @@ class StageTraining:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
+            "auxiliary": {name: stream.state_dict() for name, stream in self.streams.items()},
         }
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
@@ -200,6 +215,9 @@ class StageTraining:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        for name, stream in self.streams.items():
+            if name in state.get("auxiliary", {}):
+                stream.load_state_dict(state["auxiliary"][name])
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
@@ -223,8 +241,12 @@ class StageTraining:
         if settings.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(run.device, non_blocking=True)
+        auxiliary = {name: stream.next(run.device) for name, stream in self.streams.items()}
+        if settings.channels_last:
+            auxiliary = {name: batch.contiguous(memory_format=torch.channels_last)
+                         if torch.is_tensor(batch) and batch.dim() == 4 else batch for name, batch in auxiliary.items()}
         with autocast(settings.precision, run.device):
-            loss, terms = self.loss(images, labels)
+            loss, terms = self.loss(images, labels, **auxiliary)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if settings.grad_clip_norm:

@@ -8,7 +8,8 @@ from clipcl_runner.data.stages import Stage, TensorImages
 from clipcl_runner.methods.base import Method, distillation_kl, frozen_copy
 from clipcl_runner.methods.finetune import Finetune
 from clipcl_runner.methods.lwf import LwF
-from clipcl_runner.methods.vr_lwf import VRLwF, random_token_texts, read_vocabulary
+from clipcl_runner.methods.distill import random_token_texts
+from clipcl_runner.methods.vr_lwf import VRLwF, read_vocabulary
 from clipcl_runner.methods.zeroshot import ZeroShot
 from clipcl_runner.models import register_model_configs, select_trainable, tower_of
 from conftest import tiny_run

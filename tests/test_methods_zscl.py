@@ -314,26 +314,28 @@ def test_zscl_loss_is_finite_and_reaches_only_trainable_parameters(part, text_fe
     assert all(p.grad is None for p in method.teacher.parameters())
     # the distillation alone: with the teacher's sentence embeddings only the image tower is distilled
     run.model.zero_grad(set_to_none=True)
-    image_term, text_term = method.reference_distillation(run)
+    image_term, text_term = method.reference_distillation(run, method.reference_set.images.images[:4])
     (image_term + text_term).backward()
     expected = {"image"} | ({"text"} if text_features == "student" and part == "whole" else set())
     assert towers_with_gradient(run.model) == expected
 
 
-def test_zscl_distillation_is_zero_for_the_initial_model_and_draws_from_the_global_rng():
+def test_zscl_distillation_is_zero_for_the_initial_model_and_draws_texts_from_the_global_rng():
     run = tiny_run("whole")
     method = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, num_ref_texts=2)
     method.setup(run)
     method.begin_stage(run)
     run.model.eval()
+    images = method.reference_set.images.images[:4]
     torch.manual_seed(5)
-    first = method.reference_distillation(run)
+    first = method.reference_distillation(run, images)
     assert all(term.item() == pytest.approx(0.0, abs=1e-5) for term in first)
     perturb(run.model)
     torch.manual_seed(5)
-    again = method.reference_distillation(run)
+    again = method.reference_distillation(run, images)
     torch.manual_seed(5)
-    assert all(torch.equal(a, b) for a, b in zip(again, method.reference_distillation(run)))
+    assert all(torch.equal(a, b) for a, b in zip(again, method.reference_distillation(run, images)))
+    assert method.auxiliary_data(run)["reference"].batch_size == 4  # the images come from the trainer's stream
 
 
 def test_reference_builders():

@@ -1,22 +1,24 @@
 """The method contract: every continual-learning method is a short class on top of this one.
 
-The stage loop calls, per stage: ``begin_stage`` -> ``training_stage`` (what to train on) ->
-``training_loss`` for every batch -> ``end_stage``. A method may wrap or freeze the model in
-``setup``, owns its own state for checkpoints, and never runs its own training loop.
+The stage loop calls ``setup`` once, then per stage: ``begin_stage`` -> ``training_stage`` (what to
+train on) -> ``auxiliary_data`` (extra streams the trainer serves) -> ``training_loss`` for every
+batch, ``after_step`` after every optimiser step -> ``end_stage``; evaluations measure
+``model_for_evaluation``. A method may wrap or freeze the model in ``setup``, owns its own state
+for checkpoints (``state_dict``), and never runs its own training loop. ``supports`` declares the
+settings it works in; ``check_supported`` refuses the others at start.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.stages import Stage, merged_stage
 from ..models import select_trainable
-from ..text_encoding import encode_text, used_length
+from .distill import distillation_kl, frozen_copy  # noqa: F401  (also importable from here, as before)
+from .prompts import ClassPrompts
 
 
 TRAIN_HEADS = ("stage", "seen")
@@ -80,80 +82,49 @@ class RunContext:
         return names
 
 
-def frozen_copy(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-    """A deep copy for use as a teacher: no shared storage, no gradients, eval mode.
+@dataclass(frozen=True)
+class Support:
+    """The settings a method works in, checked at start (``check_supported``) instead of failing later."""
 
-    ``dtype`` (``RunContext.teacher_dtype``) stores the teacher's weights in it: the autocast
-    dtype halves the memory and saves per-step casts of weights that never change; ``torch.float32``
-    keeps them in fp32 and runs the teacher's forward and encoders outside autocast (in fp32).
+    train_head: tuple[str, ...] = TRAIN_HEADS
+    part: tuple[str, ...] = ("whole", "image", "text")
+    distributed: bool = True  # DDP over several processes (torchrun / srun)
+    compile: bool = True  # trainer.compile=true (torch.compile of the loss)
+
+
+def check_supported(method: "Method", cfg, distributed: bool = False) -> None:
+    """Refuse, before any work, a setting the method declares it does not support (``Method.supports``).
+
+    ``cfg`` is the run's config (``part``, ``trainer.train_head``, ``trainer.compile``); ``distributed``
+    whether the run spans several processes."""
+    support, trainer = method.supports, cfg.trainer
+    settings = [
+        ("trainer.train_head", trainer.get("train_head", "stage"), support.train_head),
+        ("part", cfg.get("part", "whole"), support.part),
+    ]
+    problems = [f"{key}={value} (it supports {', '.join(allowed)})" for key, value, allowed in settings
+                if value not in allowed]
+    if trainer.get("compile", False) and not support.compile:
+        problems.append("trainer.compile=true (set trainer.compile=false)")
+    if distributed and not support.distributed:
+        problems.append("distributed training (run it in one process)")
+    if problems:
+        raise ValueError(f"method '{method.name}' does not support " + "; ".join(problems) + ".")
+
+
+class Method(ClassPrompts):
+    """Fine-tuning on the stage's class prompts with cross-entropy; subclasses add their terms.
+
+    Prompt encoding and the CE come from ``ClassPrompts`` (methods/prompts.py); teachers and
+    distillation losses from methods/distill.py.
     """
-    teacher = copy.deepcopy(model)
-    teacher.eval()
-    teacher.requires_grad_(False)
-    if dtype is None:
-        return teacher
-    teacher.to(dtype)
-    if dtype == torch.float32:
-        teacher.__class__ = _outside_autocast_class(type(teacher))
-    return teacher
-
-
-_OUTSIDE_AUTOCAST: dict[type, type] = {}
-
-
-def runs_outside_autocast(model: nn.Module) -> bool:
-    """A teacher made by ``frozen_copy(model, torch.float32)``: fp32, its forward outside autocast."""
-    return getattr(model, "_outside_autocast", False)
-
-
-def _outside_autocast_class(cls: type) -> type:
-    """A subclass of ``cls`` whose forward / encode_image / encode_text run in fp32 with autocast off.
-
-    A subclass rather than patched instance methods so that the teacher stays a plain module for
-    deepcopy, state_dict and ``text_encoding.encode_text`` (which calls ``encode_text`` on it).
-    """
-    if getattr(cls, "_outside_autocast", False):
-        return cls
-    if cls not in _OUTSIDE_AUTOCAST:
-        def fp32(name: str):
-            inner = getattr(cls, name)
-
-            def call(self, *args, **kwargs):
-                device = next(self.parameters()).device.type
-                with torch.autocast(device_type=device, enabled=False):
-                    args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
-                    return inner(self, *args, **kwargs)
-
-            call.__name__ = name
-            return call
-
-        names = [name for name in ("forward", "encode_image", "encode_text") if hasattr(cls, name)]
-        _OUTSIDE_AUTOCAST[cls] = type(
-            f"Fp32{cls.__name__}", (cls,), {"_outside_autocast": True, **{name: fp32(name) for name in names}}
-        )
-    return _OUTSIDE_AUTOCAST[cls]
-
-
-def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(p_teacher || p_student) of the temperature-softened distributions, averaged over the batch."""
-    teacher_log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    student_log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return F.kl_div(student_log_p, teacher_log_p, reduction="batchmean", log_target=True)
-
-
-class Method:
-    """Fine-tuning on the stage's class prompts with cross-entropy; subclasses add their terms."""
 
     trains = True
+    supports = Support()
 
     def __init__(self, name: str):
         self.name = name
-        self._reset_text_caches()
-
-    def _reset_text_caches(self) -> None:
-        # Per stage: a text tower that trains changes between stages; tokens are small either way.
-        self._frozen_text_cache: dict[tuple, torch.Tensor] = {}
-        self._prompt_tokens: dict[tuple, tuple[torch.Tensor, int]] = {}
+        self.reset_prompt_caches()
 
     # -- lifecycle -----------------------------------------------------------------
     def setup(self, run: RunContext) -> list[nn.Parameter]:
@@ -161,7 +132,7 @@ class Method:
         return select_trainable(run.model, run.part, run.train_logit_scale)
 
     def begin_stage(self, run: RunContext) -> None:
-        self._reset_text_caches()
+        self.reset_prompt_caches()  # a text tower that trains changes between stages
 
     def training_stage(self, run: RunContext) -> Stage | None:
         """The data, classes and schedule this stage trains on (None: no training this stage).
@@ -174,6 +145,13 @@ class Method:
             parts = [(s, []) for s in run.stages[: run.stage_index]] + [(stage, None)]
             return merged_stage(stage.name, parts, epochs=stage.epochs, iterations=stage.iterations, lr=stage.lr)
         return run.stage
+
+    def auxiliary_data(self, run: RunContext) -> dict:
+        """Extra data streams for this stage, ``{name: auxiliary.Auxiliary(dataset, batch_size)}``: the
+        trainer serves each through its own DataLoader (workers, pinned memory, a resumable shuffled
+        order) and passes one batch of each to ``training_loss`` as the keyword argument ``name``.
+        Called after ``training_stage``."""
+        return {}
 
     def after_step(self, run: RunContext, step: int) -> None:
         """Called after each optimiser (and scheduler) step, ``step`` = steps done in this stage (1-based);
@@ -193,49 +171,9 @@ class Method:
         pass
 
     # -- the loss --------------------------------------------------------------------
-    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
-        """Returns the loss to minimise and a dict of detached terms to log."""
+    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor, **auxiliary):
+        """Returns the loss to minimise and a dict of detached terms to log. ``auxiliary``: one batch
+        of every stream ``auxiliary_data`` declared, by name."""
         image_features = run.model.encode_image(images, normalize=True)
         loss = self.cross_entropy(run, image_features, labels)
         return loss, {"ce": loss.detach()}
-
-    def cross_entropy(self, run: RunContext, image_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CE over the training stage's classes (MST masks the other sessions' logits this way)."""
-        stage = run.training
-        logits = self.class_logits(run, run.model, image_features, stage.classnames, stage.train_templates)
-        return F.cross_entropy(logits, labels, label_smoothing=run.label_smoothing)
-
-    # -- helpers shared by subclasses ------------------------------------------------------
-    def encode_prompts(self, run: RunContext, model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
-        """Normalised text features; prompts are tokenised and sent to the device once per stage."""
-        key = tuple(texts)
-        if key not in self._prompt_tokens:
-            tokens = run.tokenizer(list(texts))
-            self._prompt_tokens[key] = (tokens.to(run.device), used_length(tokens))  # length read on the host
-        tokens, length = self._prompt_tokens[key]
-        return encode_text(model, tokens, length=length)
-
-    def class_features(self, run: RunContext, model: nn.Module, classnames, templates) -> torch.Tensor:
-        """Normalised class embeddings (template-averaged), with gradient when the text tower trains."""
-        texts = [template.format(name) for name in classnames for template in templates]
-        features = self.encode_prompts(run, model, texts).view(len(classnames), len(templates), -1).mean(dim=1)
-        return F.normalize(features, dim=-1)
-
-    def frozen_class_features(self, run: RunContext, model: nn.Module, classnames, templates) -> torch.Tensor:
-        """``class_features`` of a model whose text tower does not change this stage, encoded once per stage."""
-        key = (id(model), tuple(classnames), tuple(templates))
-        if key not in self._frozen_text_cache:
-            with torch.no_grad():
-                self._frozen_text_cache[key] = self.class_features(run, model, classnames, templates)
-        return self._frozen_text_cache[key]
-
-    def class_logits(self, run: RunContext, model: nn.Module, image_features, classnames, templates) -> torch.Tensor:
-        """exp(logit_scale) * cos(image, class prompt) for ``model`` (the student or a frozen teacher)."""
-        if model is not run.model or run.part == "image":  # text tower frozen: constant for the stage
-            text_features = self.frozen_class_features(run, model, classnames, templates)
-        else:
-            text_features = self.class_features(run, model, classnames, templates)
-        if runs_outside_autocast(model):  # an fp32 teacher's logits in fp32 too, as CL-CLIP's teacher
-            with torch.autocast(image_features.device.type, enabled=False):
-                return model.logit_scale.exp() * image_features.float() @ text_features.float().t()
-        return model.logit_scale.exp() * image_features @ text_features.t()

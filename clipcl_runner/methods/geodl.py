@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Method, RunContext, frozen_copy
+from .base import Method, RunContext
+from .distill import StageTeacher
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ KERNELS = ("official", "exact")
 TEXT_CLASSES = ("seen", "current")
 
 
-class GeoDL(Method):
+class GeoDL(StageTeacher, Method):
     def __init__(
         self,
         name: str = "geodl",
@@ -190,16 +191,11 @@ class GeoDL(Method):
             raise ValueError(f"method.null_space_dim={null_space_dim} must be >= 0.")
         self.alpha, self.subspace_dim, self.kernel = alpha, subspace_dim, kernel
         self.text_classes, self.null_space_dim = text_classes, null_space_dim
-        self.teacher = None
         self._warned = False
 
     def begin_stage(self, run: RunContext) -> None:
-        super().begin_stage(run)
-        self.teacher = frozen_copy(run.model, run.teacher_dtype)
+        super().begin_stage(run)  # StageTeacher: the stage-start model, frozen
         self.text_names = run.seen_classnames() if self.text_classes == "seen" else list(run.stage.classnames)
-
-    def end_stage(self, run: RunContext) -> None:
-        self.teacher = None  # the next stage snapshots the model again
 
     def distance(self, old: Tensor, new: Tensor) -> Tensor:
         if self.kernel == "official":
@@ -228,8 +224,7 @@ class GeoDL(Method):
         zero = image_features.new_zeros(()).float()
         d_img = d_txt = zero
         if run.part in ("whole", "image"):
-            with torch.no_grad():
-                old = self.teacher.encode_image(images, normalize=True)
+            old = self.teacher_image_features(images)
             d_img = self.distance(old, image_features)
         if run.part in ("whole", "text") and text_features is not None:
             d_txt = self.distance(self.teacher_text_features(run), text_features)

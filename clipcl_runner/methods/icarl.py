@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from ..data.stages import Stage, merged_stage
-from .base import Method, RunContext, distillation_kl, frozen_copy
+from .base import Method, RunContext
+from .distill import StageTeacher, distillation_kl
 
 FEATURE_BATCH = 256
 
@@ -95,7 +96,7 @@ def zscl_stage_quotas(budget: int, stages: int) -> tuple[int, int]:
     return (budget - budget // stages) or budget, budget // stages
 
 
-class ICaRL(Method):
+class ICaRL(StageTeacher, Method):
     def __init__(self, name: str = "icarl", memory_size: int = 2000, alpha: float = 1.0, temperature: float = 2.0,
                  herding: str = "per_class", herding_pool: int | None = None):
         super().__init__(name)
@@ -109,12 +110,13 @@ class ICaRL(Method):
         self.herding_pool = herding_pool
         # (stage index, local label) -> [(stage index, dataset index), ...] in herding order
         self.memory: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        self.teacher = None
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def wants_teacher(self, run: RunContext) -> bool:
+        return run.stage_index > 0  # nothing old to keep at the first stage
+
     def begin_stage(self, run: RunContext) -> None:
-        super().begin_stage(run)
-        self.teacher = frozen_copy(run.model, run.teacher_dtype) if run.stage_index > 0 else None  # nothing old to keep yet
+        super().begin_stage(run)  # StageTeacher: the stage-start model from the second stage on
         self.old_classes = sum(len(stage.classnames) for stage in run.stages[: run.stage_index])
 
     def training_stage(self, run: RunContext) -> Stage | None:
@@ -128,7 +130,7 @@ class ICaRL(Method):
         return [index for key in sorted(self.memory) if key[0] == stage_index for _, index in self.memory[key]]
 
     def end_stage(self, run: RunContext) -> None:
-        self.teacher = None
+        super().end_stage(run)  # drops the teacher
         self.update_memory(run)
 
     # -- memory --------------------------------------------------------------------------------
@@ -188,8 +190,8 @@ class ICaRL(Method):
         if self.teacher is None or self.old_classes == 0:
             return ce, terms
         old_names = stage.classnames[: self.old_classes]
+        teacher_features = self.teacher_image_features(images)
         with torch.no_grad():
-            teacher_features = self.teacher.encode_image(images, normalize=True)
             teacher = self.class_logits(run, self.teacher, teacher_features, old_names, stage.train_templates)
         distill = distillation_kl(logits[:, : self.old_classes], teacher, self.temperature)
         terms["distill"] = distill.detach()

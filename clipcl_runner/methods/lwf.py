@@ -8,22 +8,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Method, RunContext, distillation_kl, frozen_copy
+from .base import Method, RunContext
+from .distill import StageTeacher, distillation_kl
 
 DISTILL_CLASSES = ("current", "seen")
 
 
-class LwF(Method):
+class LwF(StageTeacher, Method):
     def __init__(self, name: str = "lwf", alpha: float = 1.0, temperature: float = 2.0, distill_classes: str = "seen"):
         super().__init__(name)
         if distill_classes not in DISTILL_CLASSES:
             raise ValueError(f"method.distill_classes='{distill_classes}' is not one of {DISTILL_CLASSES}.")
         self.alpha, self.temperature, self.distill_classes = alpha, temperature, distill_classes
-        self.teacher = None
 
     def begin_stage(self, run: RunContext) -> None:
-        super().begin_stage(run)
-        self.teacher = frozen_copy(run.model, run.teacher_dtype)
+        super().begin_stage(run)  # StageTeacher: self.teacher = the model as the stage starts, frozen
         # MST distils over every class seen so far; OST/one-stage runs see only the current ones.
         self.distilled_names = run.seen_classnames() if self.distill_classes == "seen" else list(run.stage.classnames)
         self.ce_rows = None  # set by training_stage when the CE's classes are rows of the distilled head
@@ -36,13 +35,6 @@ class LwF(Method):
             rows = [self.distilled_names.index(name) for name in stage.classnames]
             self.ce_rows = torch.tensor(rows, device=run.device)
         return stage
-
-    def end_stage(self, run: RunContext) -> None:
-        self.teacher = None  # the next stage snapshots the model again; free the memory now
-
-    def teacher_image_features(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.teacher.encode_image(images, normalize=True)
 
     def lwf_kl(self, run: RunContext, image_features: torch.Tensor, teacher_image_features: torch.Tensor):
         templates = run.stage.train_templates

@@ -9,8 +9,8 @@ ZSCL's variant of the seed paper's VR-LwF (``vr_lwf``, kept as it is):
   embeddings of the texts are computed once per stage and used on BOTH sides: only the image
   tower (and the logit scale, when it trains) is distilled.
 - Data: a SECOND batch of current-stage training images each step (as many as the current
-  batch; indices drawn from the global RNG from ``run.training.train``, collated with
-  ``default_collate``), as ZSCL's separate reference loader over the current dataset.
+  batch), the auxiliary stream ``second`` over ``run.training.train`` (``auxiliary_data``): its
+  own shuffled DataLoader, as ZSCL's separate reference loader over the current dataset.
   ``distill_transform``: ``eval`` reads these images through the model's evaluation transform
   (ZSCL's MTIL: ``--ref-dataset <current>`` is built with its test preprocessing), ``train``
   through the stage's own training transform (ZSCL's CIL: its loader over the training scenario).
@@ -19,23 +19,23 @@ ZSCL's variant of the seed paper's VR-LwF (``vr_lwf``, kept as it is):
   exp(s_teacher)·teacher_image·teacher_textᵀ (image→text: softmax over the texts per image;
   text→image: softmax over the batch per text). alpha = 1 for MTIL, 5 for CIL (ZSCL's code).
   The loss is ZSCL's soft-target CE·T² minus the teacher's entropy (see
-  ``zscl.soft_target_distillation``): the same gradients, zero when the student is the teacher.
+  ``distill.soft_target_distillation``): the same gradients, zero when the student is the teacher.
 """
 from __future__ import annotations
 
 import torch
 
+from ..auxiliary import Auxiliary, draw_batch
 from ..data.stages import with_transform
-from .base import Method, RunContext, frozen_copy
-from .vr_lwf import random_token_texts
 from ..text_encoding import encode_frozen
-from .zscl import draw_images, soft_target_distillation
+from .base import Method, RunContext
+from .distill import StageTeacher, image_text_distillation, tokenizer_random_texts
 
 
 DISTILL_TRANSFORMS = ("train", "eval")
 
 
-class LwFVR(Method):
+class LwFVR(StageTeacher, Method):
     def __init__(self, name: str = "lwf_vr", alpha: float = 1.0, temperature: float = 2.0, num_texts: int = 1000,
                  token_length: int = 10, distill_transform: str = "train"):
         super().__init__(name)
@@ -43,25 +43,21 @@ class LwFVR(Method):
             raise ValueError(f"method.distill_transform='{distill_transform}' is not one of {DISTILL_TRANSFORMS}.")
         self.alpha, self.temperature, self.num_texts, self.token_length = alpha, temperature, num_texts, token_length
         self.distill_transform = distill_transform
-        self.teacher = self.tokens = self.teacher_texts = None
+        self.tokens = self.teacher_texts = None
         self._distill_data = None  # (the training set it views, that view)
 
     def vocabulary_tokens(self, run: RunContext) -> torch.Tensor:
         """The stage's texts: ``num_texts`` random texts of ``token_length`` BPE tokens."""
-        tokenizer = run.tokenizer
-        return random_token_texts(
-            self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length
-        )
+        return tokenizer_random_texts(run.tokenizer, self.num_texts, self.token_length)
 
     def begin_stage(self, run: RunContext) -> None:
-        super().begin_stage(run)
-        self.teacher = frozen_copy(run.model, run.teacher_dtype)
+        super().begin_stage(run)  # StageTeacher: the stage-start model, frozen
         self.tokens = self.vocabulary_tokens(run)
         self.teacher_texts = encode_frozen(self.teacher, self.tokens, run.device)
 
     def end_stage(self, run: RunContext) -> None:
-        self.teacher = self.teacher_texts = None  # the next stage snapshots again; free the memory now
-        self._distill_data = None
+        super().end_stage(run)  # drops the teacher
+        self.teacher_texts = self._distill_data = None  # free the memory now
 
     def distillation_images(self, run: RunContext):
         """The images the second batch is drawn from: the training set, through ``distill_transform``."""
@@ -72,22 +68,23 @@ class LwFVR(Method):
             self._distill_data = (train, with_transform(train, run.clip.preprocess_eval))
         return self._distill_data[1]
 
+    def auxiliary_data(self, run: RunContext) -> dict[str, Auxiliary]:
+        return {"second": Auxiliary(self.distillation_images(run))}  # as many as the training batch
+
     def vocabulary_distillation(self, run: RunContext, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image→text, text→image) distillation on ``images`` against the stage's fixed random texts."""
-        with torch.no_grad():
-            teacher_images = self.teacher.encode_image(images, normalize=True)
+        teacher_images = self.teacher_image_features(images)
         student_images = run.model.encode_image(images, normalize=True)
-        student = run.model.logit_scale.exp() * student_images @ self.teacher_texts.t()
-        teacher = self.teacher.logit_scale.exp() * teacher_images @ self.teacher_texts.t()
-        return (
-            soft_target_distillation(student, teacher, self.temperature),
-            soft_target_distillation(student.t(), teacher.t(), self.temperature),
-        )
+        return image_text_distillation(student_images, teacher_images, self.teacher_texts, self.teacher_texts,
+                                       run.model.logit_scale, self.teacher.logit_scale, self.temperature)
 
-    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
+    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor,
+                      second: torch.Tensor | None = None):
+        """``second``: the stream's batch of current-stage images (drawn here when called without the trainer)."""
+        if second is None:
+            second = draw_batch(self.auxiliary_data(run)["second"], run.device, batch_size=len(images))
         image_features = run.model.encode_image(images, normalize=True)
         ce = self.cross_entropy(run, image_features, labels)
-        second = draw_images(self.distillation_images(run), len(images), run.device)
         image_term, text_term = self.vocabulary_distillation(run, second)
         loss = ce + self.alpha * (image_term + text_term)
         return loss, {"ce": ce.detach(), "vr_image": image_term.detach(), "vr_text": text_term.detach()}

@@ -20,7 +20,8 @@ from typing import Sequence
 import torch
 
 from ..text_encoding import encode_frozen, encode_text, used_length
-from .base import RunContext, distillation_kl
+from .base import RunContext
+from .distill import distillation_kl, random_token_texts
 from .lwf import LwF
 
 
@@ -30,20 +31,6 @@ def read_vocabulary(path: str | Path) -> list[str]:
     if not texts:
         raise ValueError(f"vocabulary file {path} holds no texts (one text per line expected).")
     return texts
-
-
-def random_token_texts(
-    count: int, length: int, sot: int, eot: int, context_length: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """``count`` pseudo class names as token ids: [SOT, ``length`` random ordinary tokens, EOT, 0 ...]."""
-    if length + 2 > context_length:
-        raise ValueError(f"token_length={length} does not fit the context length {context_length}.")
-    tokens = torch.zeros(count, context_length, dtype=torch.long)
-    tokens[:, 0] = sot
-    # Ordinary BPE ids are every id below the special tokens (open_clip puts SOT/EOT last).
-    tokens[:, 1 : length + 1] = torch.randint(0, min(sot, eot), (count, length), generator=generator)
-    tokens[:, length + 1] = eot
-    return tokens
 
 
 class VRLwF(LwF):

@@ -9,8 +9,10 @@ docs/fidelity_zscl.md lists every statement below about ZSCL's code with the tes
 - Teacher: a frozen copy of the model as ``setup`` finds it (the pretrained CLIP), kept for all
   stages (not the previous stage's model, as LwF would). A resumed run rebuilds it the same way,
   since ``setup`` runs before a checkpoint is loaded.
-- Reference distillation, every step: ``ref_batch_size`` reference images (indices drawn from
-  torch's global RNG, without replacement) against reference sentences. Logits are
+- Reference distillation, every step: ``ref_batch_size`` reference images against reference
+  sentences. The images are the auxiliary stream ``reference`` (``auxiliary_data``): the trainer
+  serves them through their own DataLoader (workers decode the JPEGs ahead of the step) in a
+  shuffled order whose position mid-stage checkpoints keep, as ZSCL iterates a shuffled loader. Logits are
   z = exp(logit_scale)·cos(image, sentence); student logits use the student's image features,
   teacher logits the teacher's. Two terms, both at temperature T: image→text (softmax over the
   sentences, per image) and text→image (softmax over the batch images, per sentence); weights
@@ -47,14 +49,14 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 import torch
 from torch import nn
-from torch.utils.data import default_collate
 
+from ..auxiliary import Auxiliary, draw_batch
 from ..data.reference import ReferenceSet
 from ..text_encoding import encode_frozen, encode_text, used_length
-from .base import Method, RunContext, distillation_kl, frozen_copy
+from .base import Method, RunContext
+from .distill import frozen_copy, image_text_distillation, soft_target_distillation  # noqa: F401 (re-exported)
 from .weights import RunningAverage, load_parameters_, trainable_snapshot, with_parameters
 
 log = logging.getLogger(__name__)
@@ -65,18 +67,6 @@ WE_TIMINGS = ("official", "multiples")
 def we_due(step: int, every: int, timing: str) -> bool:
     """Whether the weights after optimiser step ``step`` (1-based) join the weight ensemble."""
     return (step - 1) % every == 0 if timing == "official" else step % every == 0
-
-
-def soft_target_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
-    """ZSCL's distillation loss up to a constant: KL(p_teacher ‖ p_student) at ``temperature``, times T²."""
-    return distillation_kl(student_logits, teacher_logits, temperature) * temperature**2
-
-
-def draw_images(dataset, count: int, device: torch.device) -> torch.Tensor:
-    """``count`` images of ``dataset`` at indices drawn without replacement from torch's global RNG."""
-    picked = torch.randperm(len(dataset))[:count].tolist()
-    images = default_collate([dataset[i] for i in picked])[0]
-    return images.to(device, non_blocking=True)
 
 
 class ZSCL(Method):
@@ -117,7 +107,12 @@ class ZSCL(Method):
         self.teacher = frozen_copy(run.model, run.teacher_dtype)  # the initial model, for every stage
         reference = self.reference
         if not isinstance(reference, ReferenceSet):  # a builder config: `_target_` + kwargs
-            reference = hydra.utils.instantiate(reference, clip=run.clip)
+            if callable(reference):  # a partial builder (`_partial_: true`)
+                reference = reference(clip=run.clip)
+            else:  # a builder config node; Hydra is imported only on this path
+                import hydra
+
+                reference = hydra.utils.instantiate(reference, clip=run.clip)
         self.reference_set = reference
         self.reference_tokens = run.tokenizer(list(reference.sentences))
         self.reference_texts = encode_frozen(self.teacher, self.reference_tokens, run.device)
@@ -133,6 +128,9 @@ class ZSCL(Method):
         self.step = self.averaged_step = 0
         self.average = RunningAverage(trainable_snapshot(run.model)) if self.we_every else None
         self.stage_start = trainable_snapshot(run.model) if self.l2 else None
+
+    def auxiliary_data(self, run: RunContext) -> dict[str, Auxiliary]:
+        return {"reference": Auxiliary(self.reference_set.images, self.ref_batch_size)}
 
     def after_step(self, run: RunContext, step: int) -> None:
         """Add θ (the model after ``step`` optimiser steps of this stage) to the ensemble when due."""
@@ -170,9 +168,8 @@ class ZSCL(Method):
             self.average.load_state_dict(state["average"])
 
     # -- the loss ------------------------------------------------------------------------------
-    def reference_distillation(self, run: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image→text, text→image) distillation of the initial model's logits on a reference batch."""
-        images = draw_images(self.reference_set.images, self.ref_batch_size, run.device)
+    def reference_distillation(self, run: RunContext, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image→text, text→image) distillation of the initial model's logits on reference ``images``."""
         count = len(self.reference_texts)
         picked = None
         if self.num_ref_texts is not None and self.num_ref_texts < count:  # a fresh subset every step
@@ -186,17 +183,17 @@ class ZSCL(Method):
         with torch.no_grad():
             teacher_images = self.teacher.encode_image(images, normalize=True)
         student_images = run.model.encode_image(images, normalize=True)
-        student = run.model.logit_scale.exp() * student_images @ student_texts.t()
-        teacher = self.teacher.logit_scale.exp() * teacher_images @ teacher_texts.t()
-        return (
-            soft_target_distillation(student, teacher, self.temperature),
-            soft_target_distillation(student.t(), teacher.t(), self.temperature),
-        )
+        return image_text_distillation(student_images, teacher_images, student_texts, teacher_texts,
+                                       run.model.logit_scale, self.teacher.logit_scale, self.temperature)
 
-    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor):
+    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor,
+                      reference: torch.Tensor | None = None):
+        """``reference``: the stream's batch of reference images (drawn here when called without the trainer)."""
+        if reference is None:
+            reference = draw_batch(self.auxiliary_data(run)["reference"], run.device)
         image_features = run.model.encode_image(images, normalize=True)
         ce = self.cross_entropy(run, image_features, labels)
-        image_term, text_term = self.reference_distillation(run)
+        image_term, text_term = self.reference_distillation(run, reference)
         loss = ce + self.image_weight * image_term + self.text_weight * text_term
         terms = {"ce": ce.detach(), "zscl_image": image_term.detach(), "zscl_text": text_term.detach()}
         if self.stage_start is not None:
