@@ -85,19 +85,19 @@ class DatasetSpec:
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
-_NOT_DATASETS = {"registry", "readers"}  # the package's shared modules
 _loaded = False
 
 
 def _load_builtins() -> None:
-    """Import every dataset module of this package once; each registers its spec."""
+    """Import every module of this package once; each dataset module registers its spec (the shared
+    modules, registry and readers, register nothing)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     package = __name__.rsplit(".", 1)[0]
     for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if module.name not in _NOT_DATASETS and not module.name.startswith("_"):
+        if not module.name.startswith("_"):
             importlib.import_module(f"{package}.{module.name}")
 
 
