@@ -9,7 +9,7 @@ settings it works in; ``check_supported`` refuses the others at start.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -42,7 +42,6 @@ class RunContext:
     train_stage: Stage | None = None  # what the current stage trains on (set by the stage loop)
     precision: str = "fp32"  # the resolved precision: bf16 | fp16 autocast on CUDA, else fp32
     teacher_precision: str = "auto"  # auto: teachers in the autocast dtype | fp32: in fp32, outside autocast
-    extras: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.train_head not in TRAIN_HEADS:
