@@ -275,21 +275,23 @@ def coco_sessions(
     if sessions * classes_per_session > total:
         raise ValueError(f"{sessions} sessions x {classes_per_session} classes > {total} COCO categories.")
     train_tf, test_tf = paper_train_transform(clip), clip.preprocess_eval
+
+    def session_set(index: CropIndex, t: int, cap: int | None, transform) -> CocoCrops:
+        """Session ``t``'s crops of ``index``, at most ``cap`` per class, labelled 0..k-1."""
+        first = t * classes_per_session
+        chosen = range(first, first + classes_per_session)
+        records = _cap_per_class([r for r in index.records if r.label in chosen], cap, seed + t)
+        return CocoCrops(root, records, transform, [r.label - first for r in records])
+
     stages = []
     for t in range(sessions):
         first = t * classes_per_session
-        chosen = range(first, first + classes_per_session)
-
-        def session_set(index: CropIndex, cap: int | None, transform) -> CocoCrops:
-            records = _cap_per_class([r for r in index.records if r.label in chosen], cap, seed + t)
-            return CocoCrops(root, records, transform, [r.label - first for r in records])
-
         stages.append(
             Stage(
                 name=f"{name}_s{t + 1}",
                 classnames=train.categories[first : first + classes_per_session],
-                train=session_set(train, max_per_class, train_tf),
-                test=session_set(test, max_test_per_class, test_tf),
+                train=session_set(train, t, max_per_class, train_tf),
+                test=session_set(test, t, max_test_per_class, test_tf),
                 train_templates=[prompt],
                 epochs=epochs,
                 iterations=iterations,

@@ -143,9 +143,9 @@ def files_of(name: str, root: Path, dataset) -> ImageFiles:
     elif hasattr(dataset, "_samples"):  # StanfordCars
         pairs = list(dataset._samples)
     elif hasattr(dataset, "_image_files"):  # FGVCAircraft, DTD, Flowers102, Food101, SUN397
-        pairs = list(zip(dataset._image_files, dataset._labels))
+        pairs = list(zip(dataset._image_files, dataset._labels, strict=True))
     elif hasattr(dataset, "_images"):  # OxfordIIITPet
-        pairs = list(zip(dataset._images, dataset._labels))
+        pairs = list(zip(dataset._images, dataset._labels, strict=True))
     else:
         raise TypeError(f"cannot read the image list of torchvision's {type(dataset).__name__}")
     return ImageFiles([p for p, _ in pairs], [int(y) for _, y in pairs], None, name, root)
