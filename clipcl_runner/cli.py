@@ -84,9 +84,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .run_folder import RunFolderError
 
     types: list[type[BaseException]] = [ConfigError, RunFolderError]
-    models = sys.modules.get("clipcl_runner.models")
-    if models is not None and hasattr(models, "PretrainedWeightsMissing"):
-        types.append(models.PretrainedWeightsMissing)
+    # Looked up only when their module was loaded by the run (importing them here would cost seconds).
+    for module, names in (("clipcl_runner.models", ("PretrainedWeightsMissing",)),
+                          ("clipcl_runner.data.errors", ("DatasetMissing", "DataFormatError", "CorruptImage"))):
+        loaded = sys.modules.get(module)
+        types += [getattr(loaded, name) for name in names if loaded is not None and hasattr(loaded, name)]
     return tuple(types)
 
 
