@@ -70,6 +70,8 @@ TARGET_TEACHER_MEMORY = 1.3  # methods with a teacher: peak GPU memory <= 1.3x f
 TARGET_EVAL_VS_RAW = 0.9  # Evaluator img/s >= 0.9x raw encoding
 TARGET_DATA_VS_STEP = 1.0  # the data pipeline delivers >= the finetune step's img/s
 STEP_TARGET_METHODS = ("lwf", "vr_lwf")
+TARGET_JPEG_REFERENCE = 1.3  # ZSCL with JPEG references: step time <= 1.3x ZSCL with the in-memory reference
+REFERENCE_JPEGS = 200  # reference images written to disk for the ZSCL JPEG rows
 
 
 class Skip(Exception):
@@ -265,6 +267,7 @@ class Workload:
         self.finetune_rate: float | None = None
         self.finetune_peak_gib: float | None = None
         self.skipped: list[dict] = []  # rows that could not run here, with the reason
+        self.reference_jpegs: list[Path] | None = None  # ZSCL's JPEG reference rows (written on first use)
 
     def skip(self, section: str, name: str, reason: str) -> None:
         print(f"  skipped {name}: {reason}")
@@ -405,12 +408,18 @@ def run_context(work: Workload, cfg, model: nn.Module, clip, iterations: int):
 
 
 def runner_training(work: Workload, name: str, memory: PeakMemory, step_only: bool = False,
-                    stage: int | None = None) -> Row:
+                    stage: int | None = None, reference_jpegs: list[Path] | None = None,
+                    synchronous_reference: bool = False, workers: int = 0) -> Row:
     """The runner's ``StageTraining.run`` (or only its ``train_step``) for one method at stage ``stage`` (1-based).
 
     The stages before it are prepared and finished as the stage loop does (``begin_stage``,
     ``training_stage``, ``end_stage``) without training, so teachers and replay memories exist;
     a method that trains nothing at that stage (joint) is timed at the first stage instead.
+
+    ``reference_jpegs``: ZSCL's reference images are these files, read as COCO's are (``ImageFiles``
+    with the evaluation transform); ``synchronous_reference`` draws them on the training thread (the
+    pre-stream code path, still the fallback of ``ZSCL.training_loss``) instead of the trainer's
+    auxiliary stream with ``workers`` worker processes.
     """
     from hydra.utils import instantiate
 
@@ -426,6 +435,12 @@ def runner_training(work: Workload, name: str, memory: PeakMemory, step_only: bo
         raise Skip("does not train")
     run = run_context(work, cfg, model, clip, settings.warmup + settings.steps)
     parameters = method.setup(run)  # after this the model may be wrapped (RKR): use run.model
+    if reference_jpegs is not None:
+        from clipcl_runner.data.folders import ImageFiles
+        from clipcl_runner.data.reference import ReferenceSet
+
+        files = ImageFiles(reference_jpegs, list(range(len(reference_jpegs))), clip.preprocess_eval, "coco")
+        method.reference_set = ReferenceSet(files, method.reference_set.sentences)  # sentences: already encoded
     for index in range(stage):
         run.stage_index = index
         method.begin_stage(run)
@@ -445,10 +460,12 @@ def runner_training(work: Workload, name: str, memory: PeakMemory, step_only: bo
     training = StageTraining(
         run, method, parameters, instantiate(trainer.optimizer),
         instantiate(trainer.scheduler) if trainer.get("scheduler") else None,
-        TrainSettings(batch_size=settings.batch_size, num_workers=0, precision=settings.precision,
+        TrainSettings(batch_size=settings.batch_size, num_workers=workers, precision=settings.precision,
                       grad_clip_norm=trainer.grad_clip_norm, freeze_bn=trainer.freeze_bn, progress=False),
         seed=1,
     )
+    if synchronous_reference:
+        training.streams = {}  # no stream: ZSCL.training_loss draws and decodes its batch itself, as before
     teacher = has_teacher(method, run.model)
     if step_only:
         batches = work.device_batches()
@@ -646,6 +663,16 @@ def train_rows(work: Workload, methods: list[str]) -> list[Row]:
         if name == "finetune":
             jobs.append(("finetune [train_step only]",
                          lambda: runner_training(work, "finetune", memory, step_only=True)))
+    if "zscl" in methods:  # ZSCL's reference images as JPEG files: drawn on the training thread vs the stream
+        def jpegs() -> list[Path]:  # written once, on first use
+            if work.reference_jpegs is None:
+                work.reference_jpegs = write_jpegs(Path(tempfile.mkdtemp(prefix="bench_reference_")), REFERENCE_JPEGS)
+            return work.reference_jpegs
+
+        jobs.append(("zscl [JPEG reference, synchronous draws]",
+                     lambda: runner_training(work, "zscl", memory, reference_jpegs=jpegs(), synchronous_reference=True)))
+        jobs.append((f"zscl [JPEG reference, stream, {settings.workers} workers]",
+                     lambda: runner_training(work, "zscl", memory, reference_jpegs=jpegs(), workers=settings.workers)))
     if "finetune" in methods and len(methods) > 1:  # the same row again: how much the machine drifted meanwhile
         jobs.append(("finetune [repeat]", lambda: runner_training(work, "finetune", memory)))
     for label, job in jobs:
@@ -663,7 +690,9 @@ def train_rows(work: Workload, methods: list[str]) -> list[Row]:
         finally:
             gc.collect()
         memory.read(row)
-        row.name = label if label.startswith("finetune [") else row.name
+        row.name = label if label.startswith(("finetune [", "zscl [")) else row.name
+        if label.startswith("zscl [JPEG"):
+            row.note += f"; reference: {REFERENCE_JPEGS} JPEGs {JPEG_SIZE[0]}x{JPEG_SIZE[1]} through ImageFiles"
         row.extra["wall_s"] = time.perf_counter() - began  # with model building and method setup
         rows.append(row)
         if label == "finetune":
@@ -687,6 +716,12 @@ def train_rows(work: Workload, methods: list[str]) -> list[Row]:
         if row.extra.get("teacher") and settings.cuda and row.memory_vs_finetune is not None:
             targets.append(f"memory <= {TARGET_TEACHER_MEMORY}x finetune")
             met.append(row.memory_vs_finetune <= TARGET_TEACHER_MEMORY)
+        in_memory = next((r for r in rows if r.name == "zscl"), None)
+        if row.name.startswith("zscl [JPEG") and in_memory is not None:
+            row.extra["step_time_vs_zscl"] = in_memory.images_per_s / row.images_per_s
+            if "stream" in row.name and settings.workers > 0:
+                targets.append(f"step <= {TARGET_JPEG_REFERENCE}x zscl (in-memory reference)")
+                met.append(row.extra["step_time_vs_zscl"] <= TARGET_JPEG_REFERENCE)
         if targets:
             row.target = "; ".join(targets)
             row.target_met = all(met) if settings.cuda else None

@@ -47,3 +47,21 @@ def test_bench_smoke_on_cpu(tmp_path, capsys):
     assert written["meta"]["device"] == "cpu" and written["meta"]["precision"] == "fp32"
     printed = capsys.readouterr().out
     assert "## train step" in printed and "## evaluation" in printed and "## data pipeline" in printed
+
+
+def test_bench_zscl_rows_with_jpeg_references(tmp_path):
+    """ZSCL with its reference images as JPEG files on disk, drawn on the training thread and through the
+    trainer's auxiliary stream: both rows run and are compared with ZSCL's in-memory reference."""
+    bench = load_bench()
+    bench.REFERENCE_JPEGS = 12
+    result = bench.main([
+        "--device", "cpu", "--methods", "zscl", "--classes", "4", "--batch-size", "4", "--steps", "2",
+        "--warmup", "1", "--workers", "1", "--sections", "train",
+    ])
+    rows = {row["name"]: row for row in result["rows"]}
+    synchronous, stream = rows["zscl [JPEG reference, synchronous draws]"], rows["zscl [JPEG reference, stream, 1 workers]"]
+    for row in (rows["zscl"], synchronous, stream):
+        assert row["images_per_s"] > 0 and row["timed_steps"] == 2
+    assert synchronous["step_time_vs_zscl"] > 0 and stream["step_time_vs_zscl"] > 0
+    assert "12 JPEGs" in stream["note"] and stream["target"].startswith("step <= 1.3x zscl")
+    assert result["skipped"] == []
