@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import RunContext
-from .finetune import Finetune
+from .base import Method, RunContext
 from .weights import interpolate_, interpolated, trainable_snapshot, with_parameters
 
 
-class MeanIMM(Finetune):
+class MeanIMM(Method):
     def __init__(self, name: str = "imm", alpha: float = 0.6):
         super().__init__(name)
         if not 0.0 <= alpha <= 1.0:

@@ -13,11 +13,10 @@ Transfer-style metrics (which need a model that has not seen a stage) are meanin
 from __future__ import annotations
 
 from ..data.stages import Stage, merged_stage
-from .base import RunContext
-from .finetune import Finetune
+from .base import Method, RunContext
 
 
-class Joint(Finetune):
+class Joint(Method):
     def __init__(self, name: str = "joint"):
         super().__init__(name)
 

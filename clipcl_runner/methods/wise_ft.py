@@ -24,14 +24,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import RunContext
-from .finetune import Finetune
+from .base import Method, RunContext
 from .weights import interpolate_, interpolated, trainable_snapshot, with_parameters
 
 ANCHORS = ("zero_shot", "stage_start")
 
 
-class WiSEFT(Finetune):
+class WiSEFT(Method):
     def __init__(self, name: str = "wise_ft", ratio: float = 0.5, anchor: str = "zero_shot"):
         super().__init__(name)
         if not 0.0 <= ratio <= 1.0:
