@@ -246,3 +246,16 @@ def test_unsupported_settings_are_refused_naming_the_method_the_setting_and_what
     with pytest.raises(ValueError, match="distributed"):
         check_supported(type("NoDDP", (Method,), {"supports": Support(distributed=False)})("no_ddp"),
                         OmegaConf.create({"part": "whole", "trainer": {}}), distributed=True)
+
+
+def test_the_runner_refuses_an_unsupported_setting_before_any_stage(pretrained_test_clip, tmp_path, monkeypatch):
+    from clipcl_runner.methods.base import Support
+    from clipcl_runner.methods.finetune import Finetune
+    from clipcl_runner.runner import run
+    from conftest import TEST_PRESET
+
+    monkeypatch.setattr(Finetune, "supports", Support(part=("whole", "image")))
+    cfg = compose_config(*TEST_PRESET, "logger=none", "method=finetune", "part=text", output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"'finetune' does not support part=text \(it supports whole, image\)"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # not even the zero-shot evaluation ran
