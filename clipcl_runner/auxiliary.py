@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 @dataclass
 class Auxiliary:
-    """One extra stream: ``batch_size`` samples of ``dataset`` per optimiser step (None: as many as the
-    training batch on this process, e.g. LwF-VR's second batch)."""
+    """One extra stream: ``batch_size`` samples of ``dataset`` per optimiser step (None: ``trainer.batch_size``,
+    e.g. LwF-VR's second batch). Under DDP every rank gets the same whole batch."""
 
     dataset: Dataset
     batch_size: int | None = None
@@ -100,7 +100,7 @@ class AuxiliaryStream:
 def open_streams(specs: dict[str, Auxiliary], seed: int, num_workers: int, pin_memory: bool,
                  batch_size: int | None = None) -> dict[str, AuxiliaryStream]:
     """One stream per declared dataset; each gets its own seed so two streams never share an order.
-    ``batch_size``: the training batch per process, for streams that declare none."""
+    ``batch_size``: the training (global) batch size, for streams that declare none."""
     return {
         name: AuxiliaryStream(name, spec, seed * 7919 + index + 1, num_workers, pin_memory, batch_size)
         for index, (name, spec) in enumerate(sorted(specs.items()))

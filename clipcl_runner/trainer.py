@@ -173,9 +173,11 @@ class StageTraining:
         self.scheduler = make_scheduler(self.optimizer, total_steps=self.total) if make_scheduler else None
         self.scaler = grad_scaler(settings.precision, run.device)
         # The method's extra data (ZSCL's reference images, LwF-VR's second batch): each its own loader,
-        # decoded in workers ahead of the step, its position in mid-stage checkpoints.
+        # decoded in workers ahead of the step, its position in mid-stage checkpoints. Every rank draws the
+        # same whole batch (the global batch size where a stream declares none): the distillation terms
+        # softmax over the batch, so only the whole batch gives one process's loss and gradient.
         self.streams = open_streams(method.auxiliary_data(run), seed, settings.num_workers,
-                                    pin_memory=run.device.type == "cuda", batch_size=settings.batch_size // world.size)
+                                    pin_memory=run.device.type == "cuda", batch_size=settings.batch_size)
         if settings.grad_clip_before_unscale and not self.scaler.is_enabled():
             log.info("trainer.grad_clip_before_unscale=true under %s: no grad scaler, so the gradient is clipped "
                      "unscaled to norm %s (the same as false).", settings.precision, settings.grad_clip_norm)

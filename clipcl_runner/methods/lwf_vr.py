@@ -69,7 +69,7 @@ class LwFVR(StageTeacher, Method):
         return self._distill_data[1]
 
     def auxiliary_data(self, run: RunContext) -> dict[str, Auxiliary]:
-        return {"second": Auxiliary(self.distillation_images(run))}  # as many as the training batch
+        return {"second": Auxiliary(self.distillation_images(run))}  # trainer.batch_size images
 
     def vocabulary_distillation(self, run: RunContext, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image→text, text→image) distillation on ``images`` against the stage's fixed random texts."""
