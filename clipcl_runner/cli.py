@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config_checks import ConfigError, config_diff, identity, validate
+from . import run_names  # registers ${clipcl.sweep_name:} (the sweep folder) before Hydra resolves it
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 USER_ERROR_EXIT = 2
@@ -32,19 +33,18 @@ CHOICES = {
 
 
 def fill_run_identity(cfg: DictConfig) -> None:
-    """W&B group = the sweep (its folder name) and name = method, seed and the run's other overrides,
-    unless the config sets them."""
-    from .report import is_ignored_override, parse_overrides
-
+    """W&B group = the sweep (its folder name: preset + time) and name = method, seed and the run's other
+    overrides, unless the config sets them; ``logger.fields`` (preset, task sequence, method, swept
+    overrides) become W&B config fields and tags (run_names)."""
     hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    fields = run_names.run_fields(hydra_cfg.runtime.choices, overrides, cfg.method.name)
     with open_dict(cfg):
         if cfg.logger.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
             cfg.logger.group = Path(hydra_cfg.sweep.dir).name
         if cfg.logger.name == f"{cfg.method.name}-s{cfg.seed}":
-            overrides = parse_overrides(hydra_cfg.overrides.task)
-            extra = [f"{key}={value}" for key, value in overrides.items()
-                     if not is_ignored_override(key) and key != "experiment"]
-            cfg.logger.name = " ".join([cfg.logger.name, *extra])
+            cfg.logger.name = run_names.run_name(cfg.method.name, cfg.seed, overrides)
+        cfg.logger.fields = fields
 
 
 def hydra_files(cfg: DictConfig) -> dict[str, str]:

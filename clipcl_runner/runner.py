@@ -6,6 +6,7 @@ from the run folder's checkpoints and ends with the same metrics as an uninterru
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import sys
@@ -108,14 +109,39 @@ def prepare_run_folder(cfg: DictConfig, run_dir: Path, record: dict[str, str] | 
         run_folder.atomic_write(run_dir / name, text)
 
 
-def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool) -> RunTracker | SilentTracker:
+def stage_series(rows: list[dict], stage_names: list[str], primary_zero_shot: str | None = None) -> dict:
+    """The run's CL summary so far (``results.run_summary`` of the rows up to now) as W&B series
+    ``cl/<key>``: UT-Acc, BWT, forgetting, Transfer, Avg, Last, A-Acc, CIL Avg/Last and each probe's
+    ``delta/`` vs zero-shot (the probes' own values are already in the row)."""
+    summary = run_summary(rows, stage_names, primary_zero_shot)
+    return {f"cl/{key}": value for key, value in summary.items()
+            if key != "stages" and ("/" not in key or key.startswith("delta/"))}
+
+
+def wandb_fields(cfg: DictConfig) -> tuple[dict, list[str]]:
+    """W&B config fields (preset, task sequence, swept overrides; ``clipcl`` fills ``logger.fields``
+    from Hydra) and the tags every run gets, plus the config's own ``logger.tags``."""
+    from .run_names import run_tags  # light: omegaconf only
+
+    fields = OmegaConf.to_container(cfg.logger.fields, resolve=True) if cfg.logger.get("fields") else {}
+    fields = {"preset": "none", "task_sequence": "none", "swept": {}, **fields, "method": cfg.method.name}
+    tags = list(dict.fromkeys([*(str(tag) for tag in cfg.logger.tags), *run_tags(fields)]))
+    return fields, tags
+
+
+def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool, stage_names: list[str]) -> RunTracker | SilentTracker:
     if not distributed.world().is_main:
         return SilentTracker()
     logger = cfg.logger
+    fields, tags = wandb_fields(cfg)
+    config = {**OmegaConf.to_container(cfg, resolve=True), **{k: v for k, v in fields.items() if k != "method"}}
+    series = functools.partial(stage_series, stage_names=stage_names,
+                               primary_zero_shot=cfg.eval.get("primary_zero_shot"))
     return RunTracker(
-        run_dir, config=OmegaConf.to_container(cfg, resolve=True), mode=logger.mode, project=logger.project,
+        run_dir, config=config, mode=logger.mode, project=logger.project,
         entity=logger.entity, group=logger.group, job_type=logger.job_type, name=logger.name,
-        tags=list(logger.tags), wandb_dir=logger.dir, resume=resume,
+        tags=tags, wandb_dir=logger.dir, resume=resume, stage_series=series,
+        system_stats=bool(logger.get("system_stats", False)), console=bool(logger.get("console", False)),
     )
 
 
@@ -205,12 +231,14 @@ class StageLoop:
         self.stop = StopRequest()
         self.rows: list[dict] = []
         self.tracker: RunTracker | None = None
+        self.train_window: tuple[int, dict] = (0, {})  # (step, loss sums) at the last training-curve point
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
         cfg, context = self.cfg, self.context
         try:
-            with build_tracker(cfg, self.run_dir, self.resume) as self.tracker:
+            names = [stage.name for stage in self.stages]
+            with build_tracker(cfg, self.run_dir, self.resume, names) as self.tracker:
                 start, mid_stage = self.restore_or_start()
                 for index in range(start, len(self.stages)):
                     context.stage_index = index
@@ -223,6 +251,8 @@ class StageLoop:
                     if cfg.trainer.checkpoint and self.main:
                         checkpoint.save(self.run_dir, self.stage_end_state())
                         checkpoint.discard(self.run_dir, checkpoint.MID_STAGE)
+                        if cfg.logger.get("log_checkpoints", False):
+                            self.tracker.log_checkpoint(checkpoint.checkpoint_path(self.run_dir), index + 1)
                     if distributed.any_rank(self.stop.requested):
                         self.stop.hand_over()
                     stop_after = cfg.trainer.stop_after_stage
@@ -245,10 +275,31 @@ class StageLoop:
             self.method.load_state_dict(mid_stage["method"])
             training.load_state_dict(mid_stage["training"])
             log.info("resumed %s at step %d/%d", self.context.stage.name, training.step, training.total)
+        self.train_window = (training.step, {key: float(value) for key, value in training.sums.items()})
         return training.run(self.after_step)
 
+    def steps_before_stage(self) -> int:
+        """Optimiser steps of the stages already trained (their stage-end rows' ``train/steps``)."""
+        return sum(int(row.get("train/steps", 0)) for row in stage_end_rows(self.rows))
+
+    def log_train_curves(self, training: StageTraining) -> None:
+        """Mean loss terms since the last point and the LR, against the run's optimiser step (W&B only)."""
+        start, sums = self.train_window
+        now = {key: float(value) for key, value in training.sums.items()}  # a host sync: every N steps only
+        steps = max(1, training.step - start)
+        values = {key: (value - sums.get(key, 0.0)) / steps for key, value in now.items()}
+        values["lr"] = float(training.optimizer.param_groups[0]["lr"])
+        values["epoch"] = training.step / training.steps_per_epoch
+        self.train_window = (training.step, now)
+        self.tracker.log_train(self.steps_before_stage() + training.step, values)
+
     def after_step(self, training: StageTraining) -> None:
-        """Per-epoch evaluation (OST) and mid-stage checkpoints, at a step boundary."""
+        """Training curves (every ``logger.log_every_steps``), per-epoch evaluation (OST) and mid-stage
+        checkpoints, at a step boundary."""
+        every_log = self.cfg.logger.get("log_every_steps", 10)
+        if every_log and self.main and getattr(self.tracker, "wandb_active", False) and (
+                training.step % every_log == 0 or training.step == training.total):
+            self.log_train_curves(training)
         epoch, within = divmod(training.step, training.steps_per_epoch)
         inside = training.step < training.total  # the stage's last step is evaluated as the stage end
         if self.cfg.eval.every_epoch and within == 0 and inside:
@@ -288,7 +339,7 @@ class StageLoop:
             except OSError as error:  # a figure is a view of metrics.jsonl: never lose the summary over it
                 log.warning("could not write %s: %s", path, error)
         self.tracker.log_summary(summary)
-        log.info("summary: %s", _brief(summary))
+        log.info("summary: %s", _brief(summary, headline=("ut_acc", "bwt", "forgetting")))
         return summary
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -343,5 +394,8 @@ class StageLoop:
         return 0, None
 
 
-def _brief(metrics: dict) -> str:
-    return ", ".join(f"{k}={v:.1f}" for k, v in metrics.items() if isinstance(v, float) and "/" in k and "r5" not in k)
+def _brief(metrics: dict, headline: tuple[str, ...] = ()) -> str:
+    """The log line's numbers: the ``headline`` keys first, then every ``a/b`` metric but R@5, with 4
+    significant digits (``train/lwf=0.0003`` shows a small but active loss term, 61.25 stays 61.25)."""
+    keys = [k for k in headline if k in metrics] + [k for k in metrics if "/" in k and "r5" not in k]
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if isinstance(metrics[k], float))

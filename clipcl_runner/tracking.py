@@ -10,7 +10,12 @@ missing credentials or ``mode="disabled"`` never loses anything:
     run_dir/wandb_logged.json      which rows that W&B run holds (a resume re-logs the missing ones)
     run_dir/wandb/offline-run-*/   the W&B offline log (mode="offline", the default)
 
-W&B plots everything against ``stage`` (0 = before the first stage). Offline runs are
+W&B plots the evaluation rows against ``stage`` (0 = before the first stage), and with them, at
+each stage end, the run's continual-learning summary so far (``cl/ut_acc``, ``cl/bwt``,
+``cl/forgetting``, ``cl/transfer``, ``cl/delta/<probe>``, ... from the caller's ``stage_series``,
+the same function as the final summary, so the last point equals ``summary.json``). Training
+curves (``log_train``: ``step/loss``, its terms, ``step/lr``) are plotted against ``train/step``;
+they go to W&B only (they are a view of training, not a result). Offline runs are
 uploaded later with ``wandb sync <run_dir>/wandb/offline-run-*``; ``read_offline_run``
 reads one back without any network (``wandb leet inspect``).
 
@@ -28,7 +33,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +50,8 @@ RUN_ID_FILE = run_folder.WANDB_RUN_ID
 LEDGER_FILE = run_folder.WANDB_LEDGER
 
 _NO_WANDB_MODES = {"disabled", "none", "off", "false"}
+TRAIN_STEP = "train/step"  # x axis of the training curves
+TRAIN_PREFIX = "step/"  # training curves: step/loss, step/<term>, step/lr (stage rows keep train/<term> means)
 _WANDB_MODES = {"offline", "online", "shared"}
 
 _FIX_HINT = (
@@ -159,6 +166,9 @@ class RunTracker:
         tags: Sequence[str] = (),
         wandb_dir: Path | str | None = None,
         resume: bool = False,
+        stage_series: Callable[[list[dict]], Mapping[str, Any]] | None = None,
+        system_stats: bool = False,
+        console: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +186,9 @@ class RunTracker:
         self._summary: dict[str, Any] = {}
         self._finished = False
         self._warned: set[str] = set()
+        self._stage_series = stage_series
+        self._rows: list[dict] = []  # the evaluation rows so far (stage_series' input)
+        self._defined: set[str] = set()  # W&B metrics given their x axis
 
         if not resume and self.metrics_path.exists() and self.metrics_path.stat().st_size > 0:
             old = self.metrics_path.with_name(f"metrics.{time.strftime('%Y%m%d_%H%M%S')}.jsonl.old")
@@ -188,6 +201,7 @@ class RunTracker:
         self._wandb_settings = dict(
             project=project, entity=entity, group=group, job_type=job_type, name=name,
             tags=list(tags or ()), wandb_dir=Path(wandb_dir) if wandb_dir else self.run_dir,
+            system_stats=bool(system_stats), console=bool(console),
         )
         self._wandb_pending = self.mode != "disabled"
         self._ledger: list[list] = []  # rows (stage, name) the W&B run holds
@@ -242,7 +256,7 @@ class RunTracker:
         return ledger.get("run_id"), [list(key) for key in ledger.get("rows", [])]
 
     def _init_wandb(self, *, project, entity, group, job_type, name, tags, wandb_dir: Path,
-                    new_run: bool = False) -> None:
+                    system_stats: bool = False, console: bool = False, new_run: bool = False) -> None:
         self.run_id = self._run_id_for_init(new_run)
         ledger_id, ledger_rows = self._read_ledger()
         self._ledger = ledger_rows if ledger_id == self.run_id else []
@@ -264,9 +278,11 @@ class RunTracker:
             id=self.run_id, resume="allow",
         )
         try:
-            self.run = wandb.init(**kwargs, reinit="finish_previous", settings=_quiet_settings(wandb))
+            settings = _quiet_settings(wandb, system_stats=system_stats, console=console)
+            self.run = wandb.init(**kwargs, reinit="finish_previous", settings=settings)
             self.run.define_metric("stage")
-            self.run.define_metric("*", step_metric="stage")
+            self.run.define_metric(TRAIN_STEP)
+            self.run.define_metric(TRAIN_PREFIX + "*", step_metric=TRAIN_STEP)
         except Exception as exc:  # noqa: BLE001 - never crash the training run over W&B
             self.run = None
             log.warning(
@@ -321,6 +337,7 @@ class RunTracker:
         """
         text = "".join(json.dumps(to_jsonable(dict(r)), allow_nan=False) + "\n" for r in rows)
         _atomic_write_text(self.metrics_path, text)
+        self._rows = [to_jsonable(dict(row)) for row in rows]
         if not self._wandb_pending:
             return
         keys = [_row_key(to_jsonable(dict(r))) for r in rows]
@@ -333,13 +350,39 @@ class RunTracker:
                         "W&B run, so that every row is logged once", current, len(stale),
                         ", ".join(name for _, name in stale))
         self._start_wandb(new_run=bool(stale))
-        for row in rows:
+        for index, row in enumerate(rows):
             if _row_key(to_jsonable(dict(row))) not in self._ledger:
-                self._log_wandb_row(to_jsonable(dict(row), nan_to_none=False))
+                self._log_wandb_row(to_jsonable(dict(row), nan_to_none=False), self._rows[: index + 1])
 
-    def _log_wandb_row(self, wb_row: dict) -> None:
+    def _series(self, wb_row: dict, rows: list[dict]) -> dict:
+        """The CL summary so far for a stage-end row (integer stage > 0), else nothing."""
+        stage = float(wb_row["stage"])
+        if self._stage_series is None or stage <= 0 or not stage.is_integer():
+            return {}
+        try:
+            return to_jsonable(dict(self._stage_series(rows)), nan_to_none=False)
+        except Exception as exc:  # noqa: BLE001 - a curve is a view; the rows are already on disk
+            if "series" not in self._warned:
+                self._warned.add("series")
+                log.warning("per-stage W&B series not computed (%s: %s)", type(exc).__name__, exc)
+            return {}
+
+    def _define_stage_metrics(self, keys) -> None:
+        """Every evaluation metric is plotted against ``stage`` (the training curves against ``train/step``)."""
+        for key in keys:
+            if key not in self._defined and key != "stage" and not key.startswith(TRAIN_PREFIX):
+                self._defined.add(key)
+                self._wb("define_metric", self.run.define_metric, key, step_metric="stage")
+
+    def _at_last_stage(self) -> dict:
+        """Tables and figures are shown at the last evaluated stage (W&B's media panels step by ``stage``)."""
+        return {"stage": self._rows[-1]["stage"]} if self._rows else {}
+
+    def _log_wandb_row(self, wb_row: dict, rows: list[dict] | None = None) -> None:
         if not self.wandb_active:
             return
+        wb_row = {**wb_row, **self._series(wb_row, rows if rows is not None else self._rows)}
+        self._define_stage_metrics(wb_row)
         # Recorded before logging: a kill in between makes the next resume start a new W&B run
         # rather than log this row twice.
         self._ledger.append(_row_key(wb_row))
@@ -359,8 +402,36 @@ class RunTracker:
         if not isinstance(row["stage"], (int, float)) or isinstance(row["stage"], bool):
             raise TypeError(f"row['stage'] must be a number, got {row['stage']!r}")
         run_folder.append_line(self.metrics_path, json.dumps(row, allow_nan=False))
+        self._rows.append(row)
         self._start_wandb()
         self._log_wandb_row(wb_row)
+
+    def log_train(self, step: int, values: Mapping[str, Any]) -> None:
+        """Training curves, W&B only: ``values`` (e.g. ``{"loss": 0.7, "lr": 1e-4}``) logged as
+        ``step/<key>`` against ``train/step`` = ``step`` (optimiser steps since the run started)."""
+        if self._wandb_pending:
+            self._start_wandb()
+        if not self.wandb_active:
+            return
+        payload = {TRAIN_STEP: int(step)}
+        payload.update({TRAIN_PREFIX + str(key): value for key, value in to_jsonable(dict(values), nan_to_none=False).items()})
+        self._wb("log_train", self.run.log, payload)
+
+    def log_checkpoint(self, path: Path | str, stage: int) -> None:
+        """Upload a checkpoint file as a W&B model artifact (``logger.log_checkpoints=true``; off by default:
+        a ViT-B checkpoint is GBs). The run folder keeps the file either way."""
+        path = Path(path)
+        if not self.wandb_active or not path.is_file():
+            return
+
+        def _log():
+            import wandb
+
+            artifact = wandb.Artifact(f"checkpoint-{self.run_id}", type="model", metadata={"stage": int(stage)})
+            artifact.add_file(str(path))
+            self.run.log_artifact(artifact, aliases=["latest", f"stage-{int(stage)}"])
+
+        self._wb("log_checkpoint", _log)
 
     def log_matrix(self, matrix: "pandas.DataFrame", name: str = "accuracy_matrix") -> None:
         """Write ``run_dir/<name>.csv`` (rows "zero-shot", "after T1", ...; columns = the
@@ -390,7 +461,7 @@ class RunTracker:
             payload = {name: wandb.Table(dataframe=df)}
             if png is not None:
                 payload[f"{name}_heatmap"] = wandb.Image(str(png))
-            self.run.log(payload)
+            self.run.log({**payload, **self._at_last_stage()})
 
         self._wb("log_matrix", _log)
 
@@ -421,7 +492,7 @@ class RunTracker:
         def _log():
             import wandb
 
-            self.run.log({key: wandb.Image(str(path))})
+            self.run.log({key: wandb.Image(str(path)), **self._at_last_stage()})
 
         self._wb("log_figure", _log)
 
@@ -463,6 +534,12 @@ class SilentTracker:
     def log_figure(self, path: Path | str, key: str) -> None:
         pass
 
+    def log_train(self, step: int, values: Mapping[str, Any]) -> None:
+        pass
+
+    def log_checkpoint(self, path: Path | str, stage: int) -> None:
+        pass
+
     def __enter__(self) -> "SilentTracker":
         return self
 
@@ -470,17 +547,17 @@ class SilentTracker:
         return False
 
 
-def _quiet_settings(wandb):
-    """wandb.Settings that keep a run quiet and fast: no console capture, no system
-    metrics sampler, no code/requirements/job snapshots. Unknown keys (older wandb) are
-    dropped."""
+def _quiet_settings(wandb, *, system_stats: bool = False, console: bool = False):
+    """wandb.Settings that keep a run quiet and fast: no code/requirements/job snapshots; console
+    capture (``console="wrap"``) and the system metrics sampler (CPU/GPU/memory) only when asked
+    (``logger.console``, ``logger.system_stats``). Unknown keys (older wandb) are dropped."""
     wanted = dict(
-        console="off",
+        console="wrap" if console else "off",
         silent=True,
         disable_code=True,
         save_code=False,
         disable_job_creation=True,
-        x_disable_stats=True,
+        x_disable_stats=not system_stats,
         x_save_requirements=False,
     )
     try:

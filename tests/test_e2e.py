@@ -116,6 +116,18 @@ def test_multirun_sweep_gives_each_job_its_own_folder_and_wandb_run(pretrained_t
         # name = method, seed and the run's own overrides (not paths, logger, hydra or the experiment)
         assert logged["name"] == f"{method}-s0 tasks.num_stages=2 tasks.epochs=1"
         ids.add(logged["run_id"])
+        # preset, task sequence, method and swept options as config fields and tags
+        assert logged["config"]["preset"] == "synthetic_test" and logged["config"]["task_sequence"] == "synthetic"
+        assert logged["config"]["swept"] == {"tasks.num_stages": "2", "tasks.epochs": "1"}
+        assert {"preset:synthetic_test", "tasks:synthetic", f"method:{method}", "tasks.num_stages=2"} <= set(logged["tags"])
+        # the CL summary as a series over stages, ending at summary.json; training curves against train/step
+        summary = json.loads((job / "summary.json").read_text())
+        series = {int(h["stage"]): h["cl/ut_acc"] for h in logged["history"] if "cl/ut_acc" in h}
+        assert sorted(series) == [1, 2] and series[2] == pytest.approx(summary["ut_acc"])
+        assert {int(h["stage"]) for h in logged["history"] if "cl/forgetting" in h} == {1, 2}
+        steps = [h["train/step"] for h in logged["history"] if "step/loss" in h]
+        assert steps == sorted(steps) and steps[0] == 10 and all(math.isfinite(h["step/lr"])
+                                                                  for h in logged["history"] if "step/lr" in h)
     assert len(ids) == 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -290,3 +291,90 @@ def test_unfinished_tracker_does_not_capture_the_next_one(tmp_path):
     first.finish()
     assert _history_by_stage(read_offline_run(tmp_path / "a"), "task/T1/acc") == {0: 10.0}
     assert _history_by_stage(read_offline_run(tmp_path / "b"), "task/T1/acc") == {1: 80.25}
+
+
+def _stage_count(rows: list[dict]) -> dict:
+    """A stand-in for the runner's CL series: what the tracker passes in is visible in the result."""
+    return {"cl/rows": len(rows), "cl/t1": rows[-1]["task/T1/acc"]}
+
+
+def test_stage_series_and_training_curves_read_back_offline(tmp_path):
+    run_dir = tmp_path / "run"
+    with RunTracker(run_dir, config={}, mode="offline", stage_series=_stage_count) as tracker:
+        tracker.log_eval(ROWS[0])
+        tracker.log_train(10, {"loss": 0.5, "lr": 1e-4})
+        tracker.log_train(20, {"loss": 0.25, "lr": 5e-5})
+        tracker.log_eval(ROWS[1])
+        tracker.log_eval(ROWS[2])
+    run = read_offline_run(run_dir)
+    # a series point at each stage end, from the rows so far; none at the zero-shot row
+    assert _history_by_stage(run, "cl/rows") == {1: 2, 2: 3}
+    assert _history_by_stage(run, "cl/t1") == {1: 80.25, 2: 60.0}
+    curves = [(h["train/step"], h["step/loss"], h["step/lr"]) for h in run["history"] if "step/loss" in h]
+    assert curves == [(10, 0.5, 1e-4), (20, 0.25, 5e-5)]
+    # the run folder holds the evaluation rows only (curves are W&B's view of training)
+    assert [sorted(r) for r in read_metrics(run_dir)] == [sorted(r) for r in ROWS]
+
+
+def test_resumed_tracker_logs_the_series_of_the_rows_it_relogs(tmp_path):
+    run_dir = tmp_path / "run"
+    RunTracker(run_dir, config={}, mode="disabled").log_eval(ROWS[0])  # a first attempt without W&B
+    with RunTracker(run_dir, config={}, mode="offline", resume=True, stage_series=_stage_count) as tracker:
+        tracker.restore(ROWS[:2])
+        tracker.log_eval(ROWS[2])
+    run = read_offline_run(run_dir)
+    assert _history_by_stage(run, "cl/rows") == {1: 2, 2: 3}
+
+
+def test_a_failing_series_is_a_warning_and_the_row_is_logged(tmp_path, caplog):
+    def broken(rows):
+        raise ValueError("no")
+
+    with RunTracker(tmp_path / "run", config={}, mode="offline", stage_series=broken) as tracker:
+        with caplog.at_level(logging.WARNING, logger="clipcl_runner.tracking"):
+            tracker.log_eval(ROWS[1])
+    assert "per-stage W&B series not computed" in caplog.text
+    assert _history_by_stage(read_offline_run(tmp_path / "run"), "task/T1/acc") == {1: 80.25}
+
+
+@pytest.mark.parametrize("stats,console", [(False, False), (True, True)])
+def test_system_stats_and_console_switches(stats, console):
+    import wandb
+
+    settings = tracking._quiet_settings(wandb, system_stats=stats, console=console)
+    assert settings.x_disable_stats is (not stats)
+    assert settings.console == ("wrap" if console else "off")
+
+
+def test_checkpoint_artifact_only_when_asked(tmp_path):
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights")
+    with RunTracker(run_dir, config={}, mode="offline") as tracker:
+        tracker.log_checkpoint(ckpt, 1)
+    staged = list((run_dir / "wandb").rglob("*.wandb"))
+    assert staged and any(b"checkpoint-" in path.read_bytes() for path in staged)
+
+
+def test_runner_stage_series_by_hand():
+    """The runner's W&B series: the run summary of the rows so far (hand-worked on ROWS)."""
+    from clipcl_runner.runner import stage_series
+
+    one = stage_series(ROWS[:2], ["T1", "T2"])
+    assert one["cl/ut_acc"] == 80.25 and math.isnan(one["cl/bwt"]) and math.isnan(one["cl/forgetting"])
+    assert one["cl/delta/zs/colour/acc"] == 55.5 - 61.0
+    two = stage_series(ROWS, ["T1", "T2"])
+    assert two["cl/ut_acc"] == (60.0 + 85.0) / 2
+    assert two["cl/bwt"] == 60.0 - 80.25 and two["cl/forgetting"] == 80.25 - 60.0
+    assert two["cl/transfer"] == 11.0  # a[T1 row][T2 column]: trained rows only
+    assert two["cl/delta/ret/heldout/i2t_r1"] == 25.5 - 30.0
+    assert "cl/zs/colour/acc" not in two and "cl/stages" not in two  # the row has the probes themselves
+
+
+def test_log_line_shows_headline_and_small_terms():
+    from clipcl_runner.runner import _brief
+
+    line = _brief({"ut_acc": 61.25, "bwt": -3.5, "forgetting": 4.0, "train/lwf": 0.00031, "stages": 2,
+                   "ret/x/i2t_r5": 1.0}, headline=("ut_acc", "bwt", "forgetting"))
+    assert line == "ut_acc=61.25, bwt=-3.5, forgetting=4, train/lwf=0.00031"
