@@ -16,6 +16,7 @@ from . import distributed
 from .data.decoded import decoded
 from .data.stages import ClassificationProbe, RetrievalProbe, Stage
 from .precision import autocast, evaluation_precision
+from .preemption import ignore_stop_signals
 from .text_encoding import encode_text, used_length
 from .retrieval import folded_recall, recall_at_k
 
@@ -44,6 +45,7 @@ class Evaluator:
         balanced: bool = False,
         decoded_cache: bool = False,
         eval_precision: str = "auto",
+        retrieval_ties: str = "official",
     ):
         """``precision`` is the trainer's resolved one; ``eval_precision=fp32`` evaluates without autocast."""
         if task_head not in TASK_HEADS:
@@ -52,6 +54,7 @@ class Evaluator:
         self.tokenizer, self.device = tokenizer, device
         self.precision = evaluation_precision(eval_precision, precision)
         self.batch_size, self.num_workers, self.task_head = batch_size, num_workers, task_head
+        self.retrieval_ties = retrieval_ties  # official: CL-CLIP's argsort order | optimistic: ties count as hits
         self._tokens: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
         # With decoded_cache every test set is decoded once for the whole run (memory: 150 KB per 224-px image).
         self.decoded_cache = decoded_cache
@@ -66,7 +69,7 @@ class Evaluator:
         if world.distributed:
             dataset = Subset(dataset, distributed.shard(length))
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=self.device.type == "cuda", worker_init_fn=ignore_stop_signals)
         features, labels = [], []
         for images, targets in loader:
             with autocast(self.precision, self.device):
@@ -162,7 +165,7 @@ class Evaluator:
             else:
                 text_features = self.encode_texts(model, probe.captions)
                 score = recall_at_k if probe.folds == 1 else folded_recall
-                kwargs = {} if probe.folds == 1 else {"folds": probe.folds}
+                kwargs = {"ties": self.retrieval_ties} | ({} if probe.folds == 1 else {"folds": probe.folds})
                 recalls = score(features, text_features, probe.text_to_image.to(self.device), **kwargs)
                 metrics.update({f"ret/{probe.name}/{key}": value for key, value in recalls.items()})
         model.train(was_training)

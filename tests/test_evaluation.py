@@ -103,3 +103,16 @@ def test_eval_precision_fp32_evaluates_outside_the_trainers_autocast(model_and_t
     assert features.dtype == torch.float32
     with pytest.raises(ValueError, match="eval.precision"):
         Evaluator(stages(1), [], tokenizer, cpu, "bf16", eval_precision="bf16")
+
+
+def test_retrieval_ties_setting_reaches_the_recall(model_and_tokenizer):
+    """Four copies of one caption, one per image: every image ties over its four candidate captions.
+    Counting ties in the query's favour gives i2t R@1 = 100; ranking them as CL-CLIP's argsort does
+    puts exactly one image's own caption first (25)."""
+    model, tokenizer = model_and_tokenizer
+    images = TensorImages(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))
+    probe = RetrievalProbe("tied", images, ["a red circle"] * 4, torch.arange(4))
+    cpu = torch.device("cpu")
+    official = Evaluator([], [probe], tokenizer, cpu, retrieval_ties="official")(model, 0)
+    optimistic = Evaluator([], [probe], tokenizer, cpu, retrieval_ties="optimistic")(model, 0)
+    assert optimistic["ret/tied/i2t_r1"] == 100.0 and official["ret/tied/i2t_r1"] == 25.0

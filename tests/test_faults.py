@@ -114,10 +114,16 @@ def test_additions_below_an_instantiated_node_stay_allowed():
 def test_the_cli_choice_lists_match_the_modules():
     from clipcl_runner.cli import CHOICES
     from clipcl_runner.evaluation import TASK_HEADS
+    from clipcl_runner.methods.base import TEACHER_PRECISIONS, TRAIN_HEADS
     from clipcl_runner.models import PARTS
-    from clipcl_runner.precision import PRECISIONS
+    from clipcl_runner.precision import EVAL_PRECISIONS, PRECISIONS
+    from clipcl_runner.retrieval import TIES
 
-    assert CHOICES == {"part": PARTS, "trainer.precision": PRECISIONS, "eval.task_head": TASK_HEADS}
+    assert CHOICES == {
+        "part": PARTS, "trainer.precision": PRECISIONS, "eval.task_head": TASK_HEADS,
+        "eval.precision": EVAL_PRECISIONS, "eval.retrieval_ties": TIES,
+        "trainer.teacher_precision": TEACHER_PRECISIONS, "trainer.train_head": TRAIN_HEADS,
+    }
 
 
 def test_a_failed_write_names_the_path_and_leaves_no_partial_file(tmp_path):

@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.transforms.functional import pil_to_tensor
 
+from ..preemption import ignore_stop_signals
+
 log = logging.getLogger(__name__)
 DETERMINISTIC = (T.Resize, T.CenterCrop)
 
@@ -80,7 +82,8 @@ class DecodedImages(Dataset):
         raw = copy.copy(dataset)
         raw.transform = None  # the PIL image as the dataset opens it
         # Images differ in size before the head resizes them: decode one at a time (several workers).
-        loader = DataLoader(_DecodeHead(raw, head), batch_size=None, num_workers=num_workers)
+        loader = DataLoader(_DecodeHead(raw, head), batch_size=None, num_workers=num_workers,
+                            worker_init_fn=ignore_stop_signals)  # the main process owns SIGTERM/SIGINT
         self.images, labels = [], []
         for image, label in loader:
             self.images.append(image)
