@@ -41,5 +41,15 @@ def test_zscl_ensemble_is_the_same_under_ddp_with_two_gloo_processes(one_process
 
 
 @pytest.mark.slow
+def test_lwf_vr_second_batch_stream_trains_the_same_under_ddp(tmp_path):
+    """Every rank draws the same whole second batch, so two processes train what one process does."""
+    one = ensemble(tmp_path / "one.pt", sys.executable, options=("--lwf-vr",))
+    pair = ensemble(tmp_path / "pair.pt", sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node=2", options=("--lwf-vr",))
+    for name, value in one["ensemble"].items():
+        torch.testing.assert_close(pair["ensemble"][name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
 def test_zscl_ensemble_is_the_same_with_trainer_compile(one_process, tmp_path):
     assert_same_ensemble(one_process, ensemble(tmp_path / "compiled.pt", sys.executable, options=("--compile",)))

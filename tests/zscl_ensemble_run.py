@@ -13,6 +13,7 @@ from clipcl_runner import distributed
 from clipcl_runner.data.reference import ReferenceSet
 from clipcl_runner.data.stages import Stage, TensorImages
 from clipcl_runner.methods.base import RunContext
+from clipcl_runner.methods.lwf_vr import LwFVR
 from clipcl_runner.methods.zscl import ZSCL
 from clipcl_runner.trainer import StageTraining, TrainSettings
 
@@ -22,7 +23,7 @@ NANO = dict(embed_dim=16, vision_cfg=dict(image_size=32, layers=1, width=16, pat
 STEPS, EVERY = 5, 2  # official timing: θ̄ samples θ_start and the weights after steps 1, 3 and 5
 
 
-def main(out: str, compile: bool) -> None:
+def main(out: str, compile: bool, method_name: str = "zscl") -> None:
     torch.set_num_threads(1)
     world = distributed.init_distributed("cpu")
     torch.manual_seed(0)
@@ -34,13 +35,17 @@ def main(out: str, compile: bool) -> None:
                              ["a red star.", "a blue circle", "a heart"])
     run = RunContext(model=model, tokenizer=open_clip.tokenizer.SimpleTokenizer(context_length=32),
                      device=torch.device("cpu"), stages=[Stage("T1", ["a", "b"], data, data, iterations=STEPS)])
-    method = ZSCL(reference=reference, ref_batch_size=3, we_every=EVERY, we_timing="official")
+    if method_name == "lwf_vr":  # its second batch is an auxiliary stream too, sized by the trainer
+        method = LwFVR(num_texts=5)
+    else:
+        method = ZSCL(reference=reference, ref_batch_size=3, we_every=EVERY, we_timing="official")
     parameters = method.setup(run)
     method.begin_stage(run)
     run.train_stage = method.training_stage(run)
     settings = TrainSettings(batch_size=8, progress=False, compile=compile)
     StageTraining(run, method, parameters, lambda p: torch.optim.SGD(p, lr=0.5), None, settings, seed=1).run()
-    count, averaged = method.average.count, method.averaged_step
+    average = getattr(method, "average", None)
+    count, averaged = (average.count, method.averaged_step) if average is not None else (None, None)
     method.end_stage(run)
     if world.is_main:
         torch.save({"count": count, "averaged_step": averaged,
@@ -49,4 +54,4 @@ def main(out: str, compile: bool) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], "--compile" in sys.argv[2:])
+    main(sys.argv[1], "--compile" in sys.argv[2:], "lwf_vr" if "--lwf-vr" in sys.argv[2:] else "zscl")
