@@ -208,6 +208,33 @@ def test_swept_override_splits_groups(tmp_path):
     assert "| lwf | 0.5 | 55.5 ± 0.7 | 2 |" in table and "| lwf | 1 | 60.5 ± 0.7 | 2 |" in table
 
 
+def test_settings_that_do_not_change_results_do_not_split_groups(tmp_path):
+    """trainer.threads / num_workers / progress say how fast a run went, not what it computed."""
+    root = tmp_path / "sweep"
+    for job, (seed, threads) in enumerate([(0, "1"), (1, "4"), (2, "8")]):
+        make_run(root / f"{job}_finetune_s{seed}", "finetune", seed, (50.0 + seed, -5.0),
+                 extra_overrides=(f"trainer.threads={threads}", f"trainer.num_workers={seed}"))
+    runs, _ = report.load_runs(report.find_runs([root]))
+    assert "trainer.threads" not in runs.columns and "trainer.num_workers" not in runs.columns
+    agg = report.aggregate(runs, ["ut_acc"])
+    assert len(agg) == 1 and agg.loc[0, "n"] == 3 and agg.loc[0, "ut_acc/mean"] == pytest.approx(51.0)
+    assert agg.loc[0, "ut_acc/std"] == pytest.approx(statistics.stdev([50.0, 51.0, 52.0]))
+
+
+def test_stray_folders_are_listed_apart_from_failed_runs(sweep, tmp_path):
+    (sweep / "7_finetune_s0").mkdir()  # a start refused before it took its folder: only Hydra's log
+    (sweep / "7_finetune_s0" / "cli.log").write_text("clipcl: error: ...\n")
+    (sweep / "rank1").mkdir()  # a torchrun rank's own folder
+    (sweep / "rank1" / "job.json").write_text("[]")
+    assert [p.name for p in report.find_strays([sweep])] == ["7_finetune_s0", "rank1"]
+    result = report.write_report([sweep], tmp_path / "rep")
+    assert [m["run"] for m in result["missing"]] == [str(sweep / "6_lwf_s0")]  # strays are not failed runs
+    assert [Path(p).name for p in result["strays"]] == ["7_finetune_s0", "rank1"]
+    text = (tmp_path / "rep" / "report.md").read_text()
+    missing_part, stray_part = text.split("## Stray folders")
+    assert "7_finetune_s0" not in missing_part and "7_finetune_s0" in stray_part and "rank1" in stray_part
+
+
 def test_write_report_writes_every_file(sweep, tmp_path):
     out = tmp_path / "rep"
     result = report.write_report([sweep], out)

@@ -1,0 +1,165 @@
+"""The comparison table (Markdown and LaTeX) and the protocols' headline metrics and labels."""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from .aggregate import STAT_SUFFIXES
+from .runs import _display_path
+
+SYNTHETIC_METRICS = {
+    "ut_acc": "final mean task acc",
+    "delta/ret/heldout/i2t_r1": "Δ i2t R@1",
+    "delta/ret/heldout/t2i_r1": "Δ t2i R@1",
+    "delta/zs/colour/acc": "Δ colour",
+    "delta/zs/colour_shape/acc": "Δ colour+shape",
+}
+FALLBACK_METRICS = ("ut_acc", "bwt", "forgetting", "a_acc")
+MTIL_METRICS = ("transfer", "avg", "last", "bwt", "forgetting")  # ZSCL's MTIL table (+ BWT, forgetting)
+CIL_METRICS = ("cil_avg", "cil_last")
+KNOWN_LABELS = {
+    **SYNTHETIC_METRICS,
+    "bwt": "BWT",
+    "bwt_paper": "BWT (paper)",
+    "forgetting": "forgetting",
+    "transfer": "transfer",
+    "avg": "avg acc",
+    "last": "last",
+    "a_acc": "A-Acc",
+    "cil_avg": "CIL avg",
+    "cil_last": "CIL last",
+}
+
+
+def _strip_stat(column: str) -> str:
+    """'ut_acc/mean' -> 'ut_acc' (aggregated columns), other names unchanged."""
+    for suffix in STAT_SUFFIXES:
+        if column.endswith(suffix):
+            return column[: -len(suffix)]
+    return column
+
+
+def default_metrics(columns: Iterable[str]) -> list[str]:
+    """The synthetic protocol's headline metrics when present; CIL's Avg / Last for class-incremental
+    runs; MTIL's Transfer / Avg / Last (+ BWT, forgetting) for runs with a zero-shot row and no
+    probes; else ``ut_acc``, ``bwt``, ``forgetting``, ``a_acc`` and every ``delta/*`` metric that exists."""
+    names = list(dict.fromkeys(_strip_stat(c) for c in columns))
+    present = set(names)
+    if any(m in present for m in SYNTHETIC_METRICS if m.startswith("delta/")):
+        return [m for m in SYNTHETIC_METRICS if m in present]
+    if "cil_avg" in present:
+        return [m for m in CIL_METRICS if m in present]
+    if "zero_shot_transfer" in present and not any(m.startswith("delta/") for m in names):
+        return [m for m in MTIL_METRICS if m in present]
+    return [m for m in FALLBACK_METRICS if m in present] + [m for m in names if m.startswith("delta/")]
+
+
+def metric_label(metric: str) -> str:
+    """Short column label: known names, else 'delta/zs/cifar100/acc' -> 'Δ cifar100',
+    'delta/ret/coco/i2t_r1' -> 'Δ coco i2t R@1'."""
+    if metric in KNOWN_LABELS:
+        return KNOWN_LABELS[metric]
+    prefix, name = ("Δ ", metric[len("delta/"):]) if metric.startswith("delta/") else ("", metric)
+    parts = name.split("/")
+    if len(parts) == 3 and parts[0] == "zs" and parts[2] == "acc":
+        return f"{prefix}{parts[1]}"
+    if len(parts) == 3 and parts[0] == "ret":
+        rank = re.sub(r"^(i2t|t2i)_r(\d+)$", r"\1 R@\2", parts[2])
+        return f"{prefix}{parts[1]} {rank}"
+    return prefix + name
+
+
+def _agg_group_columns(agg: pd.DataFrame) -> list[str]:
+    return [c for c in agg.columns if c not in ("n", "seeds") and not c.endswith(STAT_SUFFIXES)]
+
+
+def _number(x: float) -> str:
+    return f"{x + 0.0:.1f}"  # +0.0: no "-0.0"
+
+
+def _cell(agg_row: pd.Series, metric: str, pm: str = "±") -> str:
+    mean, std = agg_row.get(f"{metric}/mean"), agg_row.get(f"{metric}/std")
+    n_metric, n = agg_row.get(f"{metric}/n"), agg_row.get("n")
+    if mean is None or not math.isfinite(float(mean)):
+        return "–"
+    text = _number(float(mean))
+    if n > 1 and std is not None and math.isfinite(float(std)):
+        text += f" {pm} {_number(float(std))}"
+    if n_metric is not None and n_metric < n:  # a seed has no value for this metric
+        text += f" (n={int(n_metric)})"
+    return text
+
+
+def _display_table(agg: pd.DataFrame, metrics: Sequence[str], labels: dict | None,
+                   pm: str = "±") -> pd.DataFrame:
+    labels = {**{m: metric_label(m) for m in metrics}, **(labels or {})}
+    groups = _agg_group_columns(agg)
+    table = pd.DataFrame({g: agg[g].astype(str) for g in groups})
+    for m in metrics:
+        table[labels[m]] = [_cell(row, m, pm) for _, row in agg.iterrows()]
+    table["n"] = agg["n"].astype(int).astype(str)
+    return table
+
+
+def _resolve_metrics(agg: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:
+    available = [c[: -len("/mean")] for c in agg.columns if c.endswith("/mean")]
+    if metrics is None:
+        return default_metrics(available)
+    unknown = [m for m in metrics if m not in available]
+    if unknown:
+        raise KeyError(f"unknown metric(s) {unknown}; available: {available}")
+    return list(metrics)
+
+
+def comparison_table(agg: pd.DataFrame, metrics: Sequence[str] | None = None,
+                     labels: dict[str, str] | None = None) -> str:
+    """Markdown table: one row per group, each cell ``mean ± std`` over seeds with one
+    decimal (just the mean when n=1; "(n=k)" when only k seeds have that metric), then ``n``."""
+    metrics = _resolve_metrics(agg, metrics)
+    table = _display_table(agg, metrics, labels)
+    header = list(table.columns)
+    right = [False] * len(_agg_group_columns(agg)) + [True] * (len(header) - len(_agg_group_columns(agg)))
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def _latex_escape(text: str) -> str:
+    text = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return (text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--"))
+
+
+def latex_table(agg: pd.DataFrame, metrics: Sequence[str] | None = None,
+                labels: dict[str, str] | None = None) -> str:
+    """The comparison table as a LaTeX tabular (booktabs), pdflatex-safe (``$\\pm$``,
+    ``$\\Delta$``). Uses pandas ``to_latex`` when jinja2 is there, else builds it by hand."""
+    metrics = _resolve_metrics(agg, metrics)
+    table = _display_table(agg, metrics, labels)
+    table = table.apply(lambda column: column.map(_latex_escape))
+    table.columns = [_latex_escape(c) for c in table.columns]
+    n_groups = len(_agg_group_columns(agg))
+    column_format = "l" * n_groups + "r" * (table.shape[1] - n_groups)
+    try:
+        return table.to_latex(index=False, escape=False, column_format=column_format)
+    except ImportError:  # pandas' Styler needs jinja2
+        lines = [rf"\begin{{tabular}}{{{column_format}}}", r"\toprule",
+                 " & ".join(table.columns) + r" \\", r"\midrule"]
+        lines += [" & ".join(row) + r" \\" for row in table.astype(str).itertuples(index=False)]
+        lines += [r"\bottomrule", r"\end{tabular}", ""]
+        return "\n".join(lines)
+
+
+def missing_lines(missing: Sequence[dict]) -> list[str]:
+    if not missing:
+        return ["none"]
+    return [f"- `{_display_path(m['run'])}` (method {m['method']}, seed {m['seed']}): {m['reason']}"
+            for m in missing]
