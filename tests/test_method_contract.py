@@ -17,10 +17,9 @@ import json
 
 import pytest
 import torch
+from conftest import REPO, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-
-from conftest import REPO, compose_config
 
 METHODS = sorted(path.stem for path in (REPO / "conf" / "method").glob("*.yaml"))
 HEADS = ("stage", "seen")
@@ -71,7 +70,7 @@ def two_stages():
     return stages
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def composed(name: str):
     """The method's own config as the runner composes it (a small synthetic reference set: the contract
     needs its shape, not its size)."""
@@ -249,10 +248,11 @@ def test_unsupported_settings_are_refused_naming_the_method_the_setting_and_what
 
 
 def test_the_runner_refuses_an_unsupported_setting_before_any_stage(pretrained_test_clip, tmp_path, monkeypatch):
+    from conftest import TEST_PRESET
+
     from clipcl_runner.methods.base import Support
     from clipcl_runner.methods.finetune import Finetune
     from clipcl_runner.runner import run
-    from conftest import TEST_PRESET
 
     monkeypatch.setattr(Finetune, "supports", Support(part=("whole", "image")))
     cfg = compose_config(*TEST_PRESET, "logger=none", "method=finetune", "part=text", output_dir=tmp_path)

@@ -339,7 +339,7 @@ def test_zscl_distillation_is_zero_for_the_initial_model_and_draws_texts_from_th
 
 
 def test_reference_builders():
-    clip = SimpleNamespace(image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25), preprocess_eval=None)
+    clip = SimpleNamespace(image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25), preprocess_eval=None, model=None)
     reference = synthetic_reference(clip, num_images=6, captions_per_image=2, world_seed=0)
     assert reference.images.images.shape == (6, 3, 32, 32) and len(reference.sentences) == 12
     assert reference.images.images.dtype == torch.float32 and reference.images.images.min() < 0
@@ -420,7 +420,7 @@ def test_zscl_builds_its_reference_set_from_the_config():
     cfg = compose_config("method=zscl", "reference.num_images=8", "method.ref_batch_size=4")
     method = instantiate(cfg.method, _convert_="all")
     run = tiny_run("whole")
-    run.clip = SimpleNamespace(image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25))
+    run.clip = SimpleNamespace(image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25), model=None)
     method.setup(run)
     assert len(method.reference_set.images) == 8 and method.reference_texts.shape == (8, 128)
     method.begin_stage(run)

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
 
 SCRIPT = str(REPO / "tests" / "zscl_ensemble_run.py")

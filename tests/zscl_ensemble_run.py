@@ -18,8 +18,8 @@ from clipcl_runner.methods.zscl import ZSCL
 from clipcl_runner.trainer import StageTraining, TrainSettings
 
 # No BatchNorm (a ViT): two ranks' halves of a batch give exactly the gradient of the whole batch.
-NANO = dict(embed_dim=16, vision_cfg=dict(image_size=32, layers=1, width=16, patch_size=16, head_width=8),
-            text_cfg=dict(context_length=32, vocab_size=49408, width=16, heads=2, layers=1))
+NANO = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8},
+            "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 STEPS, EVERY = 5, 2  # official timing: θ̄ samples θ_start and the weights after steps 1, 3 and 5
 
 

@@ -20,7 +20,6 @@ from ..models import select_trainable
 from .distill import distillation_kl, frozen_copy  # noqa: F401  (also importable from here, as before)
 from .prompts import ClassPrompts
 
-
 TRAIN_HEADS = ("stage", "seen")
 TEACHER_PRECISIONS = ("auto", "fp32")
 
@@ -91,7 +90,7 @@ class Support:
     compile: bool = True  # trainer.compile=true (torch.compile of the loss)
 
 
-def check_supported(method: "Method", cfg, distributed: bool = False) -> None:
+def check_supported(method: Method, cfg, distributed: bool = False) -> None:
     """Refuse, before any work, a setting the method declares it does not support (``Method.supports``).
 
     ``cfg`` is the run's config (``part``, ``trainer.train_head``, ``trainer.compile``); ``distributed``

@@ -31,7 +31,6 @@ from ..text_encoding import encode_frozen
 from .base import Method, RunContext
 from .distill import StageTeacher, image_text_distillation, tokenizer_random_texts
 
-
 DISTILL_TRANSFORMS = ("train", "eval")
 
 
