@@ -438,3 +438,52 @@ def test_mean_matrices_and_heatmaps(tmp_path):
 
 def test_file_safe_group_label():
     assert report._file_safe("lwf (alpha=0.5, lr=1e-5)") == "lwf_alpha=0.5_lr=1e-5"
+
+
+def _many_groups(root: Path) -> Path:
+    """14 groups: finetune, lwf x 5 alphas, zscl x 4, wise_ft x 4; 2 seeds each."""
+    job = 0
+    plan = [("finetune", [None]), ("lwf", [0.1, 0.3, 1.0, 3.0, 10.0]), ("zscl", [0.5, 1.0, 2.0, 4.0]),
+            ("wise_ft", [0.2, 0.5, 0.8, 0.9])]
+    for m, (method, alphas) in enumerate(plan):
+        for a, alpha in enumerate(alphas):
+            for seed in range(2):
+                make_run(root / f"{job}_{method}_s{seed}", method, seed, (45 + 5 * m + 2 * a + seed, -25 + 4 * m + a),
+                         extra_overrides=(f"method.alpha={alpha}",) if alpha is not None else (), alpha=alpha)
+                job += 1
+    return root
+
+
+def test_comparison_figure_at_14_groups_keeps_legends_off_the_data(tmp_path):
+    from clipcl_runner.report.figures import comparison_figure
+
+    runs, _ = report.load_runs(report.find_runs([_many_groups(tmp_path / "big")]))
+    assert len(report.aggregate(runs)) == 14
+    fig = comparison_figure(runs)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    axes = [ax.get_window_extent(renderer) for ax in fig.axes]
+    legends = fig.legends
+    assert [lg.get_title().get_text() for lg in legends] == ["method (colour)", "swept option (marker)"]
+    assert len(legends[0].get_texts()) == 4 and len(legends[1].get_texts()) == 12  # defaults + 11 distinct alphas
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(ax) for ax in axes)
+    # method by colour, option by marker: two lwf groups share a colour and differ in marker
+    lines = fig.axes[1].get_lines()
+    assert len(lines) == 14
+    assert lines[1].get_color() == lines[2].get_color() and lines[1].get_marker() != lines[2].get_marker()
+    assert fig.axes[0].get_xlabel() == "final mean task acc (%)"
+
+
+@pytest.mark.parametrize("protocol,expected", [
+    ("synthetic", ("ut_acc", "delta/ret/heldout/i2t_r1", "ret/heldout/i2t_r1")),
+    ("mtil", ("avg", "transfer", "task/mean")),
+    ("cil", ("cil_avg", "cil_last", "cil/acc")),
+])
+def test_comparison_metrics_follow_the_protocol(tmp_path, protocol, expected):
+    from clipcl_runner.report.figures import comparison_metrics
+    from report_runs import make_protocol_runs
+
+    runs, _ = report.load_runs(report.find_runs([make_protocol_runs(tmp_path, protocol)]))
+    assert comparison_metrics(runs) == expected

@@ -22,93 +22,152 @@ def _group_label(keys: Sequence[str], values: Sequence) -> str:
     return f"{label} ({', '.join(extra)})" if extra else label
 
 
+STAGE_MEAN_TASK = "task/mean"  # derived per-row metric: the mean over the row's task/<stage>/acc
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _row_value(row: dict, metric: str) -> float | None:
+    if metric == STAGE_MEAN_TASK:
+        values = [v for k, v in row.items() if k.startswith("task/") and k.endswith("/acc")
+                  and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return float(np.mean(values)) if values else None
+    value = row.get(metric)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _stage_series(run_dir: Path, metric: str) -> dict[int, tuple[str, float]]:
-    """stage -> (stage name, value) from the last evaluation of each stage."""
+    """stage -> (stage name, value) at each stage end (rows inside a stage, e.g. per epoch, are left out)."""
     series: dict[int, tuple[str, float]] = {}
     for row in read_metrics_rows(run_dir):
-        value = row.get(metric)
-        if "stage" in row and isinstance(value, (int, float)) and not isinstance(value, bool):
-            series[int(row["stage"])] = (str(row.get("stage_name", row["stage"])), float(value))
+        value = _row_value(row, metric)
+        if "stage" in row and value is not None and float(row["stage"]).is_integer():
+            series[int(row["stage"])] = (str(row.get("stage_name", row["stage"])), value)
     return series
 
 
-def _probe_metric(run_dirs: Sequence[Path]) -> str | None:
+def _row_keys(run_dirs: Sequence[Path]) -> list[str]:
     keys: dict[str, None] = {}
     for run_dir in run_dirs:
         for row in read_metrics_rows(run_dir):
-            for k, v in row.items():
-                if k.startswith(("ret/", "zs/")) and isinstance(v, (int, float)):
-                    keys.setdefault(k, None)
+            keys.update((k, None) for k, v in row.items() if isinstance(v, (int, float)))
         if keys:
             break
+    return list(keys)
+
+
+def _probe_metric(run_dirs: Sequence[Path]) -> str | None:
+    keys = [k for k in _row_keys(run_dirs) if k.startswith(("ret/", "zs/"))]
     if "ret/heldout/i2t_r1" in keys:
         return "ret/heldout/i2t_r1"
     return next((k for k in keys if k.startswith("ret/")), next(iter(keys), None))
 
 
-def plot_comparison(runs: pd.DataFrame, path: Path | str, x_metric: str = "ut_acc",
-                    y_metric: str | None = None, probe_metric: str | None = None) -> Path:
-    """Left: the trade-off, x = final mean task accuracy, y = a Δ probe metric (default
-    Δ i2t R@1, else the first delta metric); small translucent points per run, the group
-    mean as a large labelled marker with ±std error bars. Right: a probe metric over
-    stages (mean over seeds, band = min-max across seeds) per group."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def comparison_metrics(runs: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
+    """(x, y, over-stages) metrics of the comparison figure for the runs' protocol: synthetic/paper
+    (probes): final task accuracy vs a probe's change, the probe over stages; class-incremental: CIL
+    Avg vs Last, the accuracy on all classes seen so far over stages; MTIL (a zero-shot row, no
+    probes): Avg vs Transfer, the mean accuracy over every task's test set over stages."""
+    columns = set(metric_columns(runs))
+    run_dirs = [Path(r) for r in runs["run"]] if "run" in runs else []
+    deltas = [c for c in metric_columns(runs) if c.startswith("delta/")]
+    if "cil_avg" in columns:
+        return "cil_avg", "cil_last" if "cil_last" in columns else None, "cil/acc"
+    if deltas:
+        y = "delta/ret/heldout/i2t_r1" if "delta/ret/heldout/i2t_r1" in deltas else deltas[0]
+        return "ut_acc", y, _probe_metric(run_dirs)
+    if "zero_shot_transfer" in columns or "transfer" in columns:
+        return "avg" if "avg" in columns else "ut_acc", "transfer", STAGE_MEAN_TASK
+    return "ut_acc", None, STAGE_MEAN_TASK
+
+
+def _label(metric: str) -> str:
+    return {STAGE_MEAN_TASK: "mean acc over all tasks", "cil/acc": "acc on the classes seen so far"}.get(
+        metric, metric_label(metric))
+
+
+def _styles(groups: list[tuple], keys: Sequence[str]) -> tuple[dict, dict]:
+    """Colour per method, marker + line style per swept option (the values of the other group keys)."""
     import matplotlib
 
-    keys = group_columns(runs)
-    deltas = [c for c in metric_columns(runs) if c.startswith("delta/")]
-    if y_metric is None:
-        y_metric = "delta/ret/heldout/i2t_r1" if "delta/ret/heldout/i2t_r1" in deltas else (deltas[0] if deltas else None)
-    run_dirs = [Path(r) for r in runs["run"]]
-    if probe_metric is None:
-        probe_metric = _probe_metric(run_dirs)
-    groups = list(runs.groupby(keys, sort=False, dropna=False)) if not runs.empty else []
-    cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
+    methods = list(dict.fromkeys(str(values[0]) for values in groups))
+    options = list(dict.fromkeys(tuple(str(v) for v in values[1:]) for values in groups))
+    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    colours = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+    styles = {o: (MARKERS[i % len(MARKERS)], LINESTYLES[(i // len(MARKERS)) % len(LINESTYLES)])
+              for i, o in enumerate(options)}
+    return colours, styles
 
-    fig = Figure(figsize=(13.5, 5.4), dpi=120, layout="constrained")
+
+def _option_label(keys: Sequence[str], option: tuple) -> str:
+    parts = [f"{k.removeprefix('method.')}={v}" for k, v in zip(keys[1:], option) if v != DEFAULT_VALUE]
+    return ", ".join(parts) or "defaults"
+
+
+def plot_comparison(runs: pd.DataFrame, path: Path | str, x_metric: str | None = None,
+                    y_metric: str | None = None, probe_metric: str | None = None) -> Path:
+    """Write ``comparison_figure`` to ``path`` (PNG)."""
+    fig = comparison_figure(runs, x_metric, y_metric, probe_metric)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, facecolor="white")
+    return path
+
+
+def comparison_figure(runs: pd.DataFrame, x_metric: str | None = None, y_metric: str | None = None,
+                      probe_metric: str | None = None):
+    """Left: the trade-off (the protocol's two headline metrics, ``comparison_metrics``), one small
+    translucent point per run and the group mean ±std as a large marker. Right: a metric over stages
+    (mean over seeds, band = min-max across seeds). Colour = method, marker and line style = the swept
+    option, both explained in legends outside the axes (never over the data), so 12+ groups stay readable."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    keys = group_columns(runs)
+    auto_x, auto_y, auto_stage = comparison_metrics(runs) if not runs.empty else (None, None, None)
+    x_metric, y_metric, probe_metric = x_metric or auto_x, y_metric or auto_y, probe_metric or auto_stage
+    groups = list(runs.groupby(keys, sort=False, dropna=False)) if not runs.empty else []
+    groups = [((values if isinstance(values, tuple) else (values,)), group) for values, group in groups]
+    colours, styles = _styles([values for values, _ in groups], keys)
+
+    fig = Figure(figsize=(14.0, 5.6), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
     ax_trade, ax_probe = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
 
+    def style(values):
+        option = tuple(str(v) for v in values[1:])
+        return colours[str(values[0])], *styles[option]
+
     # trade-off panel
     if x_metric in runs.columns and y_metric in runs.columns and groups:
-        ax_trade.axhline(0.0, color="#888888", linestyle="--", linewidth=1, zorder=0)
-        for i, (values, group) in enumerate(groups):
-            values = values if isinstance(values, tuple) else (values,)
-            colour = cmap(i % cmap.N)
+        if str(y_metric).startswith("delta/"):
+            ax_trade.axhline(0.0, color="#888888", linestyle="--", linewidth=1, zorder=0)
+        for values, group in groups:
+            colour, marker, _ = style(values)
             xs = pd.to_numeric(group[x_metric], errors="coerce")
             ys = pd.to_numeric(group[y_metric], errors="coerce")
-            ax_trade.scatter(xs, ys, s=22, color=colour, alpha=0.35, linewidths=0, zorder=2)
+            ax_trade.scatter(xs, ys, s=18, color=colour, marker=marker, alpha=0.35, linewidths=0, zorder=2)
             if xs.notna().any() and ys.notna().any():
-                mx, my = xs.mean(), ys.mean()
                 sx, sy = (xs.std(ddof=1), ys.std(ddof=1)) if len(group) > 1 else (np.nan, np.nan)
-                ax_trade.errorbar(mx, my, xerr=None if np.isnan(sx) else sx,
-                                  yerr=None if np.isnan(sy) else sy, fmt="o", markersize=11,
-                                  color=colour, markeredgecolor="white", markeredgewidth=1.3,
-                                  elinewidth=1.6, capsize=4, zorder=3)
-                ax_trade.annotate(_group_label(keys, values), (mx, my), xytext=(8, 8),
-                                  textcoords="offset points", fontsize=9, color=colour,
-                                  fontweight="bold", zorder=4,
-                                  bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
-                                        "alpha": 0.75})
-        ax_trade.text(0.99, 0.99, "better ↗", transform=ax_trade.transAxes, ha="right", va="top",
-                      fontsize=9, color="#777777")
-        ax_trade.set_xlabel(f"{metric_label(x_metric)} (%)")
-        ax_trade.set_ylabel(f"{metric_label(y_metric)} vs zero-shot (points)")
-        ax_trade.set_title("trade-off: dots = runs, big markers = mean ± std over seeds", fontsize=11)
-        ax_trade.margins(x=0.15, y=0.15)
+                ax_trade.errorbar(xs.mean(), ys.mean(), xerr=None if np.isnan(sx) else sx,
+                                  yerr=None if np.isnan(sy) else sy, fmt=marker, markersize=10, color=colour,
+                                  markeredgecolor="white", markeredgewidth=1.2, elinewidth=1.4, capsize=3, zorder=3)
+        ax_trade.set_xlabel(f"{_label(x_metric)} (%)")
+        ax_trade.set_ylabel(f"{_label(y_metric)} ({'points' if str(y_metric).startswith('delta/') else '%'})")
+        ax_trade.set_title("small: one run; large: mean ± std over seeds", fontsize=10)
+        ax_trade.margins(x=0.12, y=0.12)
     else:
-        ax_trade.text(0.5, 0.5, f"no {x_metric} / delta metric in the summaries",
-                      ha="center", va="center", transform=ax_trade.transAxes, color="#666666")
+        ax_trade.text(0.5, 0.5, f"no {x_metric} / {y_metric} in the summaries", ha="center", va="center",
+                      transform=ax_trade.transAxes, color="#666666")
         ax_trade.set_xticks([])
         ax_trade.set_yticks([])
 
-    # probes over stages
+    # a metric over stages
     stage_names: dict[int, str] = {}
     plotted = False
     if probe_metric is not None:
-        for i, (values, group) in enumerate(groups):
-            values = values if isinstance(values, tuple) else (values,)
+        for values, group in groups:
             series = [_stage_series(Path(r), probe_metric) for r in group["run"]]
             stages = sorted({s for ser in series for s in ser})
             if not stages:
@@ -121,23 +180,22 @@ def plot_comparison(runs: pd.DataFrame, path: Path | str, x_metric: str = "ut_ac
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(grid, axis=0)
                 low, high = np.nanmin(grid, axis=0), np.nanmax(grid, axis=0)
-            colour = cmap(i % cmap.N)
-            ax_probe.plot(stages, mean, "-o", color=colour, linewidth=2, markersize=5,
-                          label=f"{_group_label(keys, values)} (n={len(series)})")
+            colour, marker, linestyle = style(values)
+            ax_probe.plot(stages, mean, linestyle=linestyle, marker=marker, color=colour, linewidth=1.8, markersize=5)
             if len(series) > 1:
-                ax_probe.fill_between(stages, low, high, color=colour, alpha=0.15, linewidth=0)
+                ax_probe.fill_between(stages, low, high, color=colour, alpha=0.10, linewidth=0)
             plotted = True
     if plotted:
         ticks = sorted(stage_names)
-        ax_probe.set_xticks(ticks, [stage_names[s] for s in ticks])
+        labels = [stage_names[s] for s in ticks]
+        crowded = len(ticks) * max(map(len, labels)) > 60  # long stage names or many stages: slant them
+        ax_probe.set_xticks(ticks, labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
         ax_probe.set_xlabel("evaluated after")
-        ax_probe.set_ylabel(f"{metric_label(probe_metric)} (%)")
-        ax_probe.set_title(f"{metric_label(probe_metric)} over stages (mean over seeds, band: min–max)",
-                           fontsize=11)
-        ax_probe.legend(frameon=False, fontsize=9, loc="best")
+        ax_probe.set_ylabel(f"{_label(probe_metric)} (%)")
+        ax_probe.set_title(f"{_label(probe_metric)} over stages (mean over seeds, band: min–max)", fontsize=10)
     else:
-        ax_probe.text(0.5, 0.5, "no zs/ or ret/ probes in metrics.jsonl", ha="center", va="center",
-                      transform=ax_probe.transAxes, color="#666666")
+        ax_probe.text(0.5, 0.5, f"no {_label(probe_metric) if probe_metric else 'probe'} in metrics.jsonl",
+                      ha="center", va="center", transform=ax_probe.transAxes, color="#666666")
         ax_probe.set_xticks([])
         ax_probe.set_yticks([])
     for ax in (ax_trade, ax_probe):
@@ -145,10 +203,21 @@ def plot_comparison(runs: pd.DataFrame, path: Path | str, x_metric: str = "ut_ac
         ax.spines["top"].set_visible(False)
         ax.spines["right"].set_visible(False)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, facecolor="white")
-    return path
+    # legends outside the axes: methods by colour, swept options by marker / line style, with n
+    if groups:
+        handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=m) for m, c in colours.items()]
+        columns = 1 if len(handles) <= 14 else 2
+        fig.legend(handles=handles, title="method (colour)", loc="outside right upper", frameon=False,
+                   fontsize=8.5, title_fontsize=9, ncols=columns)
+        if len(styles) > 1:
+            opt = [Line2D([], [], color="#444444", marker=mk, linestyle=ls, label=_option_label(keys, o))
+                   for o, (mk, ls) in styles.items()]
+            fig.legend(handles=opt, title="swept option (marker)", loc="outside right lower", frameon=False,
+                       fontsize=8.5, title_fontsize=9, ncols=1 if len(opt) <= 14 else 2)
+        counts = sorted({len(group) for _, group in groups})
+        fig.suptitle(f"{len(groups)} group(s), {len(runs)} run(s); seeds per group: "
+                     f"{', '.join(map(str, counts))}", fontsize=11)
+    return fig
 
 
 def _read_matrix(run_dir: Path) -> pd.DataFrame | None:
