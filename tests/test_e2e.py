@@ -106,6 +106,9 @@ def test_multirun_sweep_gives_each_job_its_own_folder_and_wandb_run(pretrained_t
     result = run_cli("-m", *TEST_PRESET, "logger=wandb", "method=finetune,lwf", "tasks.num_stages=2",
                      "tasks.epochs=1", f"hydra.sweep.dir={sweep}", f"paths.output_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
+    # the sweep ends with its table, the report written and the command that rebuilds it
+    assert "| finetune |" in result.stdout and "| lwf |" in result.stdout
+    assert f"rebuild: clipcl-report {sweep}" in result.stdout and (sweep / "report" / "report.md").is_file()
     jobs = sorted(path for path in sweep.iterdir() if path.is_dir() and (path / "summary.json").exists())
     assert [job.name for job in jobs] == ["0_finetune_s0", "1_lwf_s0"]
     ids = set()

@@ -1,0 +1,83 @@
+"""The end of a sweep: a Hydra callback (conf/hydra/default.yaml) that writes the report of the sweep
+folder, prints its table, the runs that failed with their log files, and the command that rebuilds it.
+
+It runs in the submitting process once every job has ended, with any launcher (basic, pack, local,
+SLURM). A report that cannot be written (no finished run, pandas missing in a GPU image) is one line,
+never an error of the sweep. Each failed job also gets one line as it ends (``on_job_end``)."""
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def _logs(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("*.log"))
+
+
+def _log_hint(run_dir: Path) -> str:
+    logs = _logs(run_dir)
+    return f" (log: {logs[0]})" if logs else ""
+
+
+def report_command(sweep_dir: Path) -> str:
+    return f"clipcl-report {shlex.quote(str(sweep_dir))}"
+
+
+def summarize_sweep(sweep_dir: Path, out=None) -> dict | None:
+    """Write ``<sweep_dir>/report/`` and print (to ``out``, default stdout) the table, failed runs (with
+    their logs) and strays."""
+    sweep_dir, out = Path(sweep_dir), out or sys.stdout
+    print(f"\n== sweep {sweep_dir.name}: report", file=out)
+    try:
+        from .report import NoFinishedRuns, ReportError, write_report
+    except ImportError as error:  # e.g. a GPU image without pandas/matplotlib
+        print(f"no report here ({error}); build it where pandas is installed: {report_command(sweep_dir)}", file=out)
+        return None
+    try:
+        result = write_report([sweep_dir], sweep_dir / "report")
+    except (NoFinishedRuns, ReportError, FileNotFoundError, KeyError) as error:
+        print(f"no report: {str(error).splitlines()[0]}", file=out)
+        print(f"rebuild it once runs have finished: {report_command(sweep_dir)}", file=out)
+        return None
+    except Exception as error:  # noqa: BLE001 - the sweep's runs are done; a report bug must not fail it
+        print(f"the report failed ({type(error).__name__}: {error}); retry with: {report_command(sweep_dir)}", file=out)
+        return None
+    print(result["table"], file=out)
+    if result["missing"]:
+        print(f"\n{len(result['missing'])} run(s) missing or failed:", file=out)
+        for missing in result["missing"]:
+            run = Path(missing["run"])
+            print(f"  {run.name}: {missing['reason']}{_log_hint(run)}", file=out)
+    if result.get("strays"):
+        print(f"{len(result['strays'])} stray folder(s) without a run: "
+              + ", ".join(Path(p).name for p in result["strays"]), file=out)
+    print(f"\nreport: {sweep_dir / 'report' / 'report.md'}\nrebuild: {report_command(sweep_dir)}", file=out)
+    return result
+
+
+class SweepReport(Callback):
+    """``hydra.callbacks.sweep_report``: the sweep's table when it ends; a failed job in one line."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        status = getattr(getattr(job_return, "status", None), "name", "")
+        if not self.enabled or status != "FAILED":
+            return
+        error = getattr(job_return, "_return_value", None)
+        run_dir = Path(str(config.hydra.runtime.output_dir)) if "runtime" in config.hydra else None
+        where = _log_hint(run_dir) if run_dir else ""
+        first = str(error).splitlines()[0] if str(error) else ""
+        print(f"clipcl: job {config.hydra.job.get('num', '?')} failed: {type(error).__name__}: {first}{where}",
+              file=sys.stderr, flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.enabled:
+            summarize_sweep(Path(str(config.hydra.sweep.dir)))
+            sys.stdout.flush()
