@@ -160,7 +160,7 @@ def data_problems(cfg: DictConfig, clip, plan: JobPlan) -> None:
             attempt(f"eval.probes.{name}", lambda builder=builder: instantiate(builder, clip=clip))
     reference = cfg.method.get("reference")
     if reference is not None and "_target_" in reference:
-        attempt("reference", lambda: instantiate(reference, clip=clip))
+        attempt("reference", lambda: instantiate(reference)(clip=clip))  # a partial builder
     plan.problems.extend(f"{message}\n(needed by {', '.join(whats)})" for message, whats in needed_by.items())
 
 

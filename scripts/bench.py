@@ -382,7 +382,7 @@ def build_method(name: str, cfg, clip):
         first = error
     if "reference" in cfg.method and cfg.get("reference") is not None:
         try:
-            built = instantiate(cfg.reference, clip=clip)
+            built = instantiate(cfg.reference)(clip=clip)  # conf/reference/* are partial builders
             return instantiate(cfg.method, reference=built, _convert_="all")
         except Exception as error:  # noqa: BLE001
             raise Skip(f"cannot build it with the synthetic reference set: {type(error).__name__}: {error}") from error

@@ -408,12 +408,15 @@ def test_joint_trains_on_everything_at_the_first_stage_and_nothing_after():
 
 # --- configs ---------------------------------------------------------------------------------------
 def test_zscl_config_defers_its_reference_builder_to_setup():
+    """Hydra builds the reference builder as a partial (no Hydra call inside the method); setup calls it."""
+    from clipcl_runner.data import reference as references
+
     cfg = compose_config("method=zscl")
     method = instantiate(cfg.method, _convert_="all")
     assert method.ref_batch_size == cfg.trainer.batch_size
-    assert method.reference["_target_"] == "clipcl_runner.data.reference.synthetic_reference"
+    assert method.reference.func is references.synthetic_reference
     coco = instantiate(compose_config("method=zscl", "reference=coco").method, _convert_="all")
-    assert coco.reference["_target_"].endswith("coco_reference") and coco.reference["splits"] == ["train"]
+    assert coco.reference.func is references.coco_reference and coco.reference.keywords["splits"] == ["train"]
 
 
 def test_zscl_builds_its_reference_set_from_the_config():

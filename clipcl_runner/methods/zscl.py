@@ -106,13 +106,8 @@ class ZSCL(Method):
         parameters = super().setup(run)
         self.teacher = frozen_copy(run.model, run.teacher_dtype)  # the initial model, for every stage
         reference = self.reference
-        if not isinstance(reference, ReferenceSet):  # a builder config: `_target_` + kwargs
-            if callable(reference):  # a partial builder (`_partial_: true`)
-                reference = reference(clip=run.clip)
-            else:  # a builder config node; Hydra is imported only on this path
-                import hydra
-
-                reference = hydra.utils.instantiate(reference, clip=run.clip)
+        if not isinstance(reference, ReferenceSet):  # a builder (conf/reference/*: `_partial_: true`)
+            reference = reference(clip=run.clip)
         self.reference_set = reference
         self.reference_tokens = run.tokenizer(list(reference.sentences))
         self.reference_texts = encode_frozen(self.teacher, self.reference_tokens, run.device)
