@@ -79,6 +79,7 @@ class AuxiliaryStream:
             self.spec.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # never draw from the global RNG
+            worker_init_fn=ignore_stop_signals,  # the main process owns SIGTERM/SIGINT (it checkpoints)
         )
 
     def next(self, device: torch.device):

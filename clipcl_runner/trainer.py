@@ -24,6 +24,7 @@ from .data.decoded import decoded
 from .methods.base import Method, RunContext
 from .models import clamp_logit_scale
 from .precision import autocast, grad_scaler
+from .preemption import ignore_stop_signals
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 10  # steps between host syncs (progress bar, divergence check)
@@ -165,6 +166,7 @@ class StageTraining:
             # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG
             # at every epoch start, which would shift the global stream of a run resumed mid-epoch.
             generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=ignore_stop_signals,  # SIGTERM to the job's group: the main process checkpoints, workers wait
         )
         size, batch = len(stage.train), settings.batch_size
         self.steps_per_epoch = size // batch if self.drop_last else math.ceil(size / batch)

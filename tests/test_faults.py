@@ -389,16 +389,9 @@ def test_workers_ignoring_the_signal_let_the_main_process_checkpoint(tmp_path):
     assert target.stat().st_size == 40_000
 
 
-def trainer_wires_worker_init() -> bool:
-    return "ignore_stop_signals" in (REPO / "clipcl_runner" / "trainer.py").read_text()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code, workers", [
-    pytest.param(signal.SIGTERM, 143, 2, marks=pytest.mark.skipif(
-        not trainer_wires_worker_init(),
-        reason="trainer.py does not pass preemption.ignore_stop_signals as its DataLoader's worker_init_fn yet"),
-        id="SIGTERM-2-workers"),
+    pytest.param(signal.SIGTERM, 143, 2, id="SIGTERM-2-workers"),
     pytest.param(signal.SIGINT, 130, 0, id="SIGINT"),
 ])
 def test_a_signal_to_the_process_group_checkpoints_and_resumes_exactly(
