@@ -19,6 +19,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from .preemption import ignore_stop_signals
+
 
 @dataclass
 class Auxiliary:
