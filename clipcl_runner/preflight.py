@@ -25,7 +25,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-CHECKPOINT_COPIES = 3  # a mid-stage checkpoint holds the model and AdamW's two moments: 3 x the weights
+# Peak checkpoint disk of a running job: last.pt (the model: 1 x the weights) beside a mid-stage checkpoint
+# (the model and AdamW's two moments: 3 x). A finished job keeps nothing (trainer.keep_checkpoints=none,
+# the default), 1 x with keep_checkpoints=last, 1 x per stage with keep_checkpoints=all.
+CHECKPOINT_COPIES = 4
 
 
 @dataclass

@@ -75,6 +75,36 @@ def record_job(run_dir: Path, **fields) -> None:
     run_folder.write_json(path, attempts, indent=2)
 
 
+KEEP_CHECKPOINTS = ("none", "last", "all")
+
+
+def keep_checkpoints(cfg: DictConfig) -> str:
+    """``trainer.keep_checkpoints``: what a finished run keeps of its stage-end checkpoints. ``none`` (default):
+    deleted once summary.json is written (resume works until then); ``last``: ``last.pt`` stays (to
+    evaluate or fine-tune the final model later); ``all``: also a copy per stage (``stage_<k>.pt``)."""
+    from .config_checks import ConfigError
+
+    value = str(cfg.trainer.get("keep_checkpoints", "none")).lower()
+    if value not in KEEP_CHECKPOINTS:
+        raise ConfigError(f"trainer.keep_checkpoints={value!r}: use one of {', '.join(KEEP_CHECKPOINTS)}")
+    return value
+
+
+def keep_stage_copy(run_dir: Path, stage: int) -> Path:
+    """``checkpoints/stage_<k>.pt``: the stage-end checkpoint as it is now (a hard link where the disk allows)."""
+    import os
+    import shutil
+
+    source = checkpoint.checkpoint_path(run_dir)
+    target = checkpoint.checkpoint_path(run_dir, f"stage_{stage}.pt")
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)  # last.pt is replaced (renamed over) at the next stage, so the link stays this stage's
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
 def stored_identity(run_dir: Path) -> dict | None:
     """The identity config the run folder's newest checkpoint was written under (None: no checkpoint)."""
     for name in (checkpoint.STAGE_END, checkpoint.MID_STAGE):
@@ -232,10 +262,14 @@ class StageLoop:
         self.rows: list[dict] = []
         self.tracker: RunTracker | None = None
         self.train_window: tuple[int, dict] = (0, {})  # (step, loss sums) at the last training-curve point
+        self.keep = keep_checkpoints(cfg)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
         cfg, context = self.cfg, self.context
+        finished = self.finished_summary()
+        if finished is not None:
+            return finished
         try:
             names = [stage.name for stage in self.stages]
             with build_tracker(cfg, self.run_dir, self.resume, names) as self.tracker:
@@ -253,6 +287,8 @@ class StageLoop:
                         checkpoint.discard(self.run_dir, checkpoint.MID_STAGE)
                         if cfg.logger.get("log_checkpoints", False):
                             self.tracker.log_checkpoint(checkpoint.checkpoint_path(self.run_dir), index + 1)
+                        if self.keep == "all":
+                            keep_stage_copy(self.run_dir, index + 1)
                     if distributed.any_rank(self.stop.requested):
                         self.stop.hand_over()
                     stop_after = cfg.trainer.stop_after_stage
@@ -340,9 +376,25 @@ class StageLoop:
                 log.warning("could not write %s: %s", path, error)
         self.tracker.log_summary(summary)
         log.info("summary: %s", _brief(summary, headline=("ut_acc", "bwt", "forgetting")))
+        if self.main and self.keep == "none":  # the summary is written: the run needs no checkpoint to resume
+            checkpoint.discard(self.run_dir, checkpoint.STAGE_END)
+            checkpoint.discard(self.run_dir, checkpoint.MID_STAGE)
         return summary
 
     # -- checkpoints --------------------------------------------------------------------------
+    def finished_summary(self) -> dict | None:
+        """A resume of a run that finished and dropped its checkpoints (``trainer.keep_checkpoints=none``)
+        has nothing left to do: its summary, rather than a second run from the start."""
+        if not self.resume or run_folder.checkpoint_path(self.run_dir, checkpoint.STAGE_END).is_file():
+            return None
+        if run_folder.checkpoint_path(self.run_dir, checkpoint.MID_STAGE).is_file():
+            return None
+        summary = run_folder.read_json(self.run_dir / run_folder.SUMMARY, default=None)
+        if summary is not None:
+            log.warning("%s already finished (summary.json; its checkpoints were dropped at the end): nothing to "
+                        "resume. Start a new run folder, or overwrite=true to run it again.", self.run_dir)
+        return summary
+
     def stage_end_state(self) -> dict:
         # The optimiser is rebuilt at every stage start, so a stage-end checkpoint needs no optimiser state.
         return {

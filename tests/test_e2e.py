@@ -69,7 +69,37 @@ def test_run_folder_holds_everything_the_report_needs(finetune_dir):
     assert summary["ut_acc"] == pytest.approx(expected_ut)
     assert summary["delta/zs/colour/acc"] == pytest.approx(rows[3]["zs/colour/acc"] - rows[0]["zs/colour/acc"])
     assert (finetune_dir / "probes.png").stat().st_size > 1000
-    assert (finetune_dir / "checkpoints" / "last.pt").is_file()
+    # trainer.keep_checkpoints=none (default): a finished run drops its checkpoints once summary.json is written
+    assert not (finetune_dir / "checkpoints" / "last.pt").exists()
+
+
+def test_resuming_a_finished_run_without_checkpoints_returns_its_summary(finetune_dir):
+    summary = json.loads((finetune_dir / "summary.json").read_text())
+    rows = (finetune_dir / "metrics.jsonl").read_text()
+    resumed = run_preset(finetune_dir, "method=finetune", "resume=true")
+    assert resumed == summary and (finetune_dir / "metrics.jsonl").read_text() == rows  # nothing rerun
+
+
+@pytest.mark.parametrize("keep,files", [("last", ["identity.json", "last.pt"]),
+                                        ("all", ["identity.json", "last.pt", "stage_1.pt", "stage_2.pt"])])
+def test_keep_checkpoints_last_and_all(pretrained_test_clip, tmp_path, keep, files):
+    run_dir = tmp_path / "run"
+    run_preset(run_dir, "method=finetune", "tasks.num_stages=2", "tasks.epochs=1", f"trainer.keep_checkpoints={keep}")
+    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == files
+    if keep == "all":  # each stage's copy is that stage's model, not the final one
+        import torch
+
+        first, last = (torch.load(run_dir / "checkpoints" / name, weights_only=True) for name in ("stage_1.pt", "last.pt"))
+        assert first["completed_stages"] == 1 and last["completed_stages"] == 2
+
+
+def test_keep_checkpoints_refuses_an_unknown_value():
+    from clipcl_runner.config_checks import ConfigError
+    from clipcl_runner.runner import keep_checkpoints
+
+    assert keep_checkpoints(compose_config(*TEST_PRESET)) == "none"
+    with pytest.raises(ConfigError, match="trainer.keep_checkpoints='some': use one of none, last, all"):
+        keep_checkpoints(compose_config(*TEST_PRESET, "trainer.keep_checkpoints=some"))
 
 
 def test_resume_after_a_stop_gives_the_uninterrupted_metrics(finetune_dir, tmp_path):
