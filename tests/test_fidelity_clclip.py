@@ -427,7 +427,7 @@ def test_rkr_parameter_counts_follow_the_official_layers(tiny_vit, part, in_proj
 
 
 def test_rkr_u_is_initialised_as_nn_linear_and_the_model_starts_unchanged(tiny_vit):
-    from clipcl_runner.methods.base import frozen_copy
+    from clipcl_runner.methods.distill import frozen_copy
     from clipcl_runner.methods.rkr import RKR, Rectifier
 
     run = vit_run(tiny_vit, "whole")

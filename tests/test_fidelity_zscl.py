@@ -29,7 +29,8 @@ from clipcl_runner.methods.icarl import ICaRL, zscl_stage_quotas
 from clipcl_runner.methods.lwf_vr import LwFVR
 from clipcl_runner.methods.weights import trainable_snapshot
 from clipcl_runner.methods.wise_ft import WiSEFT
-from clipcl_runner.methods.zscl import ZSCL, soft_target_distillation, we_due
+from clipcl_runner.methods.distill import soft_target_distillation
+from clipcl_runner.methods.zscl import ZSCL, we_due
 from clipcl_runner.methods.zscl_lwf import ZSCLLwF
 from clipcl_runner.trainer import StageTraining, TrainSettings
 from clipcl_runner.zscl_loop import batches_per_epoch, zscl_cosine

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from clipcl_runner.data.stages import Stage, TensorImages
-from clipcl_runner.methods.base import Method, distillation_kl, frozen_copy
+from clipcl_runner.methods.base import Method
+from clipcl_runner.methods.distill import distillation_kl, frozen_copy
 from clipcl_runner.methods.finetune import Finetune
 from clipcl_runner.methods.lwf import LwF
 from clipcl_runner.methods.distill import random_token_texts

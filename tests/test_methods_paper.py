@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from clipcl_runner.methods.base import frozen_copy
+from clipcl_runner.methods.distill import frozen_copy
 from clipcl_runner.methods.geodl import GeoDL, geodesic_distance, geodesic_flow_kernel, pca_subspace
 from clipcl_runner.methods.imm import MeanIMM
 from clipcl_runner.methods.rkr import RKR, RectifiedLinear, RectifiedMultiheadAttention, Rectifier

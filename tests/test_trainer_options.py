@@ -187,7 +187,7 @@ def test_train_settings_from_config_reads_every_trainer_key():
 
 # -- teachers in fp32 (trainer.teacher_precision) -------------------------------------------------
 def test_teacher_precision_auto_stores_teachers_in_the_autocast_dtype():
-    from clipcl_runner.methods.base import frozen_copy
+    from clipcl_runner.methods.distill import frozen_copy
 
     run = tiny_run(stages=1)
     run.precision = "bf16"
@@ -198,7 +198,8 @@ def test_teacher_precision_auto_stores_teachers_in_the_autocast_dtype():
 def test_teacher_precision_fp32_runs_the_teacher_in_fp32_outside_autocast():
     import copy
 
-    from clipcl_runner.methods.base import RunContext, frozen_copy
+    from clipcl_runner.methods.base import RunContext
+    from clipcl_runner.methods.distill import frozen_copy
     from clipcl_runner.text_encoding import encode_text
 
     run = tiny_run(stages=1)

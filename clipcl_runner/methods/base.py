@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data.stages import Stage, merged_stage
 from ..models import select_trainable
-from .distill import distillation_kl, frozen_copy  # noqa: F401  (also importable from here, as before)
+
 from .prompts import ClassPrompts
 
 TRAIN_HEADS = ("stage", "seen")

@@ -56,7 +56,7 @@ from ..auxiliary import Auxiliary, draw_batch
 from ..data.reference import ReferenceSet
 from ..text_encoding import encode_frozen, encode_text, used_length
 from .base import Method, RunContext
-from .distill import frozen_copy, image_text_distillation, soft_target_distillation  # noqa: F401 (re-exported)
+from .distill import frozen_copy, image_text_distillation
 from .weights import RunningAverage, load_parameters_, trainable_snapshot, with_parameters
 
 log = logging.getLogger(__name__)
