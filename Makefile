@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all bench install clean
+.PHONY: demo test test-slow test-all bench lint format install clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
+
+## Lint (ruff), formatting check and types (mypy); CI fails on any of them. `make format` rewrites.
+lint: $(STAMP)
+	$(BIN)/ruff check clipcl_runner scripts tests
+	$(BIN)/ruff format --check clipcl_runner scripts tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix clipcl_runner scripts tests
+	$(BIN)/ruff format clipcl_runner scripts tests
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --json outputs/bench/bench.json
