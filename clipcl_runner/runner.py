@@ -4,6 +4,7 @@ evaluate (the zero-shot row) -> for each stage: method prepares -> train -> meth
 -> evaluate everything -> log -> checkpoint. ``resume=true`` (or a SLURM requeue) continues
 from the run folder's checkpoints and ends with the same metrics as an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import checkpoint, distributed, run_folder
+from . import checkpoint, distributed, requeue, run_folder
 from .config_checks import config_diff, identity
 
 # open_clip imports timm, whose utils import wandb when it is installed (~1.5 s, and logger=none must
@@ -70,8 +71,8 @@ def record_job(run_dir: Path, **fields) -> None:
     attempts = run_folder.read_json(path, default=[])
     if "ended" in fields and attempts:
         attempts[-1].update(fields)
-    else:
-        attempts.append({**run_folder.holder_record(), **fields})
+    else:  # the scheduler's job id as sacct shows it (<array job>_<task> for an array task)
+        attempts.append({**run_folder.holder_record(), **requeue.job_fields(), **fields})
     run_folder.write_json(path, attempts, indent=2)
 
 
@@ -114,14 +115,14 @@ def stored_identity(run_dir: Path) -> dict | None:
     return None
 
 
-def prepare_run_folder(cfg: DictConfig, run_dir: Path, record: dict[str, str] | None) -> None:
+def prepare_run_folder(cfg: DictConfig, run_dir: Path, record: dict[str, str] | None, requeued: bool = False) -> None:
     """Refuse what would mix two runs in one folder, then write the config files (we hold the lock).
 
     A new run refuses a folder holding a run unless ``overwrite=true``; a resume refuses a config
     whose identity (config_checks.identity) differs from the checkpoint's unless
     ``resume_allow_config_change=true``.
     """
-    resume = bool(cfg.resume) or checkpoint.requeued()
+    resume = bool(cfg.resume) or checkpoint.requeued() or requeued
     existing = run_folder.previous_run(run_dir)
     if existing and not resume:
         if not cfg.get("overwrite", False):
@@ -144,8 +145,11 @@ def stage_series(rows: list[dict], stage_names: list[str], primary_zero_shot: st
     ``cl/<key>``: UT-Acc, BWT, forgetting, Transfer, Avg, Last, A-Acc, CIL Avg/Last and each probe's
     ``delta/`` vs zero-shot (the probes' own values are already in the row)."""
     summary = run_summary(rows, stage_names, primary_zero_shot)
-    return {f"cl/{key}": value for key, value in summary.items()
-            if key != "stages" and ("/" not in key or key.startswith("delta/"))}
+    return {
+        f"cl/{key}": value
+        for key, value in summary.items()
+        if key != "stages" and ("/" not in key or key.startswith("delta/"))
+    }
 
 
 def wandb_fields(cfg: DictConfig) -> tuple[dict, list[str]]:
@@ -165,13 +169,24 @@ def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool, stage_names: lis
     logger = cfg.logger
     fields, tags = wandb_fields(cfg)
     config = {**OmegaConf.to_container(cfg, resolve=True), **{k: v for k, v in fields.items() if k != "method"}}
-    series = functools.partial(stage_series, stage_names=stage_names,
-                               primary_zero_shot=cfg.eval.get("primary_zero_shot"))
+    series = functools.partial(
+        stage_series, stage_names=stage_names, primary_zero_shot=cfg.eval.get("primary_zero_shot")
+    )
     return RunTracker(
-        run_dir, config=config, mode=logger.mode, project=logger.project,
-        entity=logger.entity, group=logger.group, job_type=logger.job_type, name=logger.name,
-        tags=tags, wandb_dir=logger.dir, resume=resume, stage_series=series,
-        system_stats=bool(logger.get("system_stats", False)), console=bool(logger.get("console", False)),
+        run_dir,
+        config=config,
+        mode=logger.mode,
+        project=logger.project,
+        entity=logger.entity,
+        group=logger.group,
+        job_type=logger.job_type,
+        name=logger.name,
+        tags=tags,
+        wandb_dir=logger.dir,
+        resume=resume,
+        stage_series=series,
+        system_stats=bool(logger.get("system_stats", False)),
+        console=bool(logger.get("console", False)),
     )
 
 
@@ -189,10 +204,14 @@ def run(cfg: DictConfig, run_dir: Path, record: dict[str, str] | None = None) ->
     lock = run_folder.RunLock(run_dir)
     try:
         refusal = None
+        requeued = False
         if world.is_main:
             try:
                 lock.acquire()
-                prepare_run_folder(cfg, run_dir, record)
+                requeued = requeue.requeued(run_dir)  # before this attempt is recorded in job.json
+                if requeued:
+                    log.warning("a requeued attempt of job %s: resuming %s", requeue.job_id(), run_dir)
+                prepare_run_folder(cfg, run_dir, record, requeued)
             except run_folder.RunFolderError as error:
                 refusal = error
         if world.distributed:  # every rank stops when rank 0 refuses the folder
@@ -209,7 +228,7 @@ def run(cfg: DictConfig, run_dir: Path, record: dict[str, str] | None = None) ->
         if world.is_main:
             record_job(run_dir, device=str(device), threads=torch.get_num_threads(), world_size=world.size)
         try:
-            return StageLoop(cfg, run_dir, device).run()
+            return StageLoop(cfg, run_dir, device, requeued=requeued).run()
         finally:
             if world.is_main:
                 try:
@@ -225,7 +244,7 @@ def run(cfg: DictConfig, run_dir: Path, record: dict[str, str] | None = None) ->
 class StageLoop:
     """One run: the model, task sequence, probes and method built from the config, and the loop over stages."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, device: torch.device):
+    def __init__(self, cfg: DictConfig, run_dir: Path, device: torch.device, requeued: bool = False):
         self.cfg, self.run_dir = cfg, run_dir
         precision = resolve_precision(cfg.trainer.precision, device)
         seed_everything(cfg.seed)
@@ -239,15 +258,29 @@ class StageLoop:
         self.method: Method = instantiate(cfg.method, _convert_="all")
         check_supported(self.method, cfg, distributed=distributed.world().distributed)  # refuse before any stage
         self.evaluator = Evaluator(
-            self.stages, build_probes(cfg.eval.get("probes"), clip), clip.tokenizer, device, precision,
-            batch_size=cfg.eval.batch_size, num_workers=cfg.trainer.num_workers, task_head=cfg.eval.task_head,
-            balanced=cfg.eval.balanced, decoded_cache=cfg.eval.decoded_cache,
+            self.stages,
+            build_probes(cfg.eval.get("probes"), clip),
+            clip.tokenizer,
+            device,
+            precision,
+            batch_size=cfg.eval.batch_size,
+            num_workers=cfg.trainer.num_workers,
+            task_head=cfg.eval.task_head,
+            balanced=cfg.eval.balanced,
+            decoded_cache=cfg.eval.decoded_cache,
             eval_precision=cfg.eval.get("precision", "auto"),
         )
         self.context = RunContext(
-            model=clip.model, tokenizer=clip.tokenizer, device=device, stages=self.stages,
-            part=cfg.part, train_logit_scale=cfg.trainer.train_logit_scale, train_head=cfg.trainer.train_head,
-            label_smoothing=cfg.trainer.label_smoothing, clip=clip, precision=precision,
+            model=clip.model,
+            tokenizer=clip.tokenizer,
+            device=device,
+            stages=self.stages,
+            part=cfg.part,
+            train_logit_scale=cfg.trainer.train_logit_scale,
+            train_head=cfg.trainer.train_head,
+            label_smoothing=cfg.trainer.label_smoothing,
+            clip=clip,
+            precision=precision,
             teacher_precision=cfg.trainer.get("teacher_precision", "auto"),
         )
         self.parameters = self.method.setup(self.context)  # after this, the model may be wrapped (RKR)
@@ -256,7 +289,7 @@ class StageLoop:
         self.make_scheduler = instantiate(cfg.trainer.scheduler) if cfg.trainer.get("scheduler") else None
         self.world = distributed.world()
         self.main = self.world.is_main
-        self.resume = bool(cfg.resume) or checkpoint.requeued()
+        self.resume = bool(cfg.resume) or checkpoint.requeued() or requeued
         self.identity = identity(cfg)  # stored in every checkpoint: a resume must match it
         self.stop = StopRequest()
         self.rows: list[dict] = []
@@ -303,7 +336,12 @@ class StageLoop:
         if not self.method.trains or self.context.train_stage is None:
             return {}
         training = StageTraining(
-            self.context, self.method, self.parameters, self.make_optimizer, self.make_scheduler, self.settings,
+            self.context,
+            self.method,
+            self.parameters,
+            self.make_optimizer,
+            self.make_scheduler,
+            self.settings,
             seed=stage_seed(self.cfg.seed, self.context.stage_index),
         )
         if mid_stage is not None:
@@ -333,8 +371,12 @@ class StageLoop:
         """Training curves (every ``logger.log_every_steps``), per-epoch evaluation (OST) and mid-stage
         checkpoints, at a step boundary."""
         every_log = self.cfg.logger.get("log_every_steps", 10)
-        if every_log and self.main and getattr(self.tracker, "wandb_active", False) and (
-                training.step % every_log == 0 or training.step == training.total):
+        if (
+            every_log
+            and self.main
+            and getattr(self.tracker, "wandb_active", False)
+            and (training.step % every_log == 0 or training.step == training.total)
+        ):
             self.log_train_curves(training)
         epoch, within = divmod(training.step, training.steps_per_epoch)
         inside = training.step < training.total  # the stage's last step is evaluated as the stage end
@@ -391,8 +433,11 @@ class StageLoop:
             return None
         summary = run_folder.read_json(self.run_dir / run_folder.SUMMARY, default=None)
         if summary is not None:
-            log.warning("%s already finished (summary.json; its checkpoints were dropped at the end): nothing to "
-                        "resume. Start a new run folder, or overwrite=true to run it again.", self.run_dir)
+            log.warning(
+                "%s already finished (summary.json; its checkpoints were dropped at the end): nothing to "
+                "resume. Start a new run folder, or overwrite=true to run it again.",
+                self.run_dir,
+            )
         return summary
 
     def stage_end_state(self) -> dict:
