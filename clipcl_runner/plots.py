@@ -60,7 +60,7 @@ def _save(fig, path: Path) -> Path:
 
 
 @_view
-def plot_matrix(matrix: "pandas.DataFrame", path: Path | str, title: str = "") -> Path:
+def plot_matrix(matrix: pandas.DataFrame, path: Path | str, title: str = "") -> Path:
     """Heatmap of an accuracy matrix (rows: "zero-shot", "after T1", ...; columns: the
     stages' test sets) with the accuracy in % written in each cell; colours span 0-100.
     ``matrix``: a DataFrame or the runner's ``results.AccuracyMatrix``."""
@@ -73,8 +73,9 @@ def plot_matrix(matrix: "pandas.DataFrame", path: Path | str, title: str = "") -
     row_labels = [str(r) for r in matrix.index]
     label_w = max([len(s) for s in row_labels] + [4])
 
-    fig = _figure(width=min(2.0 + 0.085 * label_w + 0.85 * max(n_cols, 1) + 1.2, 24),
-                  height=min(1.3 + 0.55 * max(n_rows, 1), 18))
+    fig = _figure(
+        width=min(2.0 + 0.085 * label_w + 0.85 * max(n_cols, 1) + 1.2, 24), height=min(1.3 + 0.55 * max(n_rows, 1), 18)
+    )
     ax = fig.add_subplot()
     cmap = _cmap("viridis").with_extremes(bad="#dddddd")
     im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=100, aspect="auto")
@@ -85,8 +86,9 @@ def plot_matrix(matrix: "pandas.DataFrame", path: Path | str, title: str = "") -
             if math.isfinite(v):
                 r, g, b, _ = cmap(min(max(v / 100.0, 0.0), 1.0))
                 light = 0.299 * r + 0.587 * g + 0.114 * b > 0.55
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=fontsize,
-                        color="black" if light else "white")
+                ax.text(
+                    j, i, f"{v:.1f}", ha="center", va="center", fontsize=fontsize, color="black" if light else "white"
+                )
             else:
                 ax.text(j, i, "–", ha="center", va="center", fontsize=fontsize, color="#666666")
     ax.set_xticks(range(n_cols), col_labels)
@@ -115,8 +117,7 @@ def _cmap(name: str):
 
 
 @_view
-def plot_probes(rows: list[dict], path: Path | str, metrics: Sequence[str] | None = None,
-                title: str = "") -> Path:
+def plot_probes(rows: list[dict], path: Path | str, metrics: Sequence[str] | None = None, title: str = "") -> Path:
     """Probe metrics over stages: x = evaluation (labelled by "stage_name", plus the
     epoch when a stage has several evaluations), one line per metric (default: every
     numeric key starting with "zs/" or "ret/"), legend below the axes."""
@@ -154,8 +155,16 @@ def plot_probes(rows: list[dict], path: Path | str, metrics: Sequence[str] | Non
     for i, m in enumerate(metrics):
         ys = [float(r[m]) * scale if _is_number(r.get(m)) else math.nan for r in rows]
         style = "-" if m.startswith("zs/") else "--" if m.startswith("ret/") else ":"
-        ax.plot(x, ys, style, marker=markers[i % len(markers)], markersize=5, linewidth=1.8,
-                color=colours(i % colours.N), label=m)
+        ax.plot(
+            x,
+            ys,
+            style,
+            marker=markers[i % len(markers)],
+            markersize=5,
+            linewidth=1.8,
+            color=colours(i % colours.N),
+            label=m,
+        )
     ax.set_xticks(x, labels)
     rotate = n > 8 or sum(len(s) for s in labels) > 9 * n
     if rotate:
@@ -176,8 +185,9 @@ def plot_probes(rows: list[dict], path: Path | str, metrics: Sequence[str] | Non
         ax.set_title(title)
     if metrics:
         ncol = min(len(metrics), 3 if max(len(m) for m in metrics) > 18 else 4)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.24 if rotate else -0.15),
-                  ncol=ncol, frameon=False, fontsize=8.5)
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.24 if rotate else -0.15), ncol=ncol, frameon=False, fontsize=8.5
+        )
     return _save(fig, path)
 
 

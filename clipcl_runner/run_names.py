@@ -6,6 +6,7 @@ The rule: an override is part of a run's identity unless it says where or how th
 (paths, logger, hydra, threads, workers, progress, checkpoints, resume: ``config_checks.RESUMABLE_KEYS``,
 the settings a resumed run may change because they never change its numbers).
 """
+
 from __future__ import annotations
 
 import re
@@ -17,9 +18,12 @@ from .config_checks import RESUMABLE_KEYS
 
 # Overrides that are never swept options: seed and method have columns of their own; the rest change
 # where or how a run executes, not what it computes.
-IGNORED_OVERRIDES = ("seed", "method", "trainer.keep_checkpoints",
-                     *(key for key in RESUMABLE_KEYS if "." in key or key in ("resume", "overwrite",
-                                                                              "resume_allow_config_change")))
+IGNORED_OVERRIDES = (
+    "seed",
+    "method",
+    "trainer.keep_checkpoints",
+    *(key for key in RESUMABLE_KEYS if "." in key or key in ("resume", "overwrite", "resume_allow_config_change")),
+)
 # Groups whose every key (``group.key`` and ``group/key``) is ignored.
 IGNORED_OVERRIDE_GROUPS = ("hydra", "logger", "paths")
 SWEEP_NAME_DEFAULT = "sweep"
@@ -29,7 +33,8 @@ def is_ignored_override(key: str) -> bool:
     """True for overrides that say where or how a run executed (paths, logger, threads, ...), not what it computed."""
     key = key.lstrip("+~")
     return key in IGNORED_OVERRIDES or any(
-        key == group or key.startswith((group + ".", group + "/")) for group in IGNORED_OVERRIDE_GROUPS)
+        key == group or key.startswith((group + ".", group + "/")) for group in IGNORED_OVERRIDE_GROUPS
+    )
 
 
 def parse_overrides(overrides: Iterable[str] | None) -> dict[str, str]:
@@ -47,8 +52,11 @@ def parse_overrides(overrides: Iterable[str] | None) -> dict[str, str]:
 def swept_overrides(overrides: Iterable[str] | None) -> dict[str, str]:
     """The overrides that change what a run computes, but the experiment preset (W&B's ``preset`` field):
     the W&B name's and ``swept`` field's options."""
-    return {key: value for key, value in parse_overrides(overrides).items()
-            if not is_ignored_override(key) and key != "experiment"}
+    return {
+        key: value
+        for key, value in parse_overrides(overrides).items()
+        if not is_ignored_override(key) and key != "experiment"
+    }
 
 
 def run_name(method: str, seed: object, overrides: Iterable[str] | None) -> str:

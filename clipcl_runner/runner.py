@@ -13,6 +13,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -27,19 +28,20 @@ from .config_checks import config_diff, identity
 # wandb itself when a run logs to W&B.
 _hide_wandb = "wandb" not in sys.modules
 if _hide_wandb:
-    sys.modules["wandb"] = None  # type: ignore[assignment] - `import wandb` raises ImportError
+    sys.modules["wandb"] = None  # type: ignore[assignment]  # `import wandb` now raises ImportError
 try:
     from .evaluation import Evaluator
     from .methods.base import Method, RunContext, check_supported
 finally:
     if _hide_wandb:
         del sys.modules["wandb"]
-from .packing import packed_device, release_slots
-from .precision import resolve_device, resolve_precision
-from .preemption import StopRequest
-from .results import accuracy_matrix, run_summary, stage_end_rows
-from .tracking import RunTracker, SilentTracker
-from .trainer import LOG_EVERY, StageTraining, TrainSettings, set_train_mode
+# The rest is imported after open_clip (above, with wandb hidden), hence the noqa: E402 marks.
+from .packing import packed_device, release_slots  # noqa: E402
+from .precision import resolve_device, resolve_precision  # noqa: E402
+from .preemption import StopRequest  # noqa: E402
+from .results import accuracy_matrix, run_summary, stage_end_rows  # noqa: E402
+from .tracking import RunTracker, SilentTracker  # noqa: E402
+from .trainer import LOG_EVERY, StageTraining, TrainSettings, set_train_mode  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +159,8 @@ def wandb_fields(cfg: DictConfig) -> tuple[dict, list[str]]:
     from Hydra) and the tags every run gets, plus the config's own ``logger.tags``."""
     from .run_names import run_tags  # light: omegaconf only
 
-    fields = OmegaConf.to_container(cfg.logger.fields, resolve=True) if cfg.logger.get("fields") else {}
-    fields = {"preset": "none", "task_sequence": "none", "swept": {}, **fields, "method": cfg.method.name}
+    given = cast(dict, OmegaConf.to_container(cfg.logger.fields, resolve=True)) if cfg.logger.get("fields") else {}
+    fields = {"preset": "none", "task_sequence": "none", "swept": {}, **given, "method": cfg.method.name}
     tags = list(dict.fromkeys([*(str(tag) for tag in cfg.logger.tags), *run_tags(fields)]))
     return fields, tags
 
@@ -168,7 +170,8 @@ def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool, stage_names: lis
         return SilentTracker()
     logger = cfg.logger
     fields, tags = wandb_fields(cfg)
-    config = {**OmegaConf.to_container(cfg, resolve=True), **{k: v for k, v in fields.items() if k != "method"}}
+    resolved = cast(dict, OmegaConf.to_container(cfg, resolve=True))
+    config = {**resolved, **{k: v for k, v in fields.items() if k != "method"}}
     series = functools.partial(
         stage_series, stage_names=stage_names, primary_zero_shot=cfg.eval.get("primary_zero_shot")
     )

@@ -4,6 +4,7 @@ folder, prints its table, the runs that failed with their log files, and the com
 It runs in the submitting process once every job has ended, with any launcher (basic, pack, local,
 SLURM). A report that cannot be written (no finished run, pandas missing in a GPU image) is one line,
 never an error of the sweep. Each failed job also gets one line as it ends (``on_job_end``)."""
+
 from __future__ import annotations
 
 import shlex
@@ -54,8 +55,11 @@ def summarize_sweep(sweep_dir: Path, out=None) -> dict | None:
             run = Path(missing["run"])
             print(f"  {run.name}: {missing['reason']}{_log_hint(run)}", file=out)
     if result.get("strays"):
-        print(f"{len(result['strays'])} stray folder(s) without a run: "
-              + ", ".join(Path(p).name for p in result["strays"]), file=out)
+        print(
+            f"{len(result['strays'])} stray folder(s) without a run: "
+            + ", ".join(Path(p).name for p in result["strays"]),
+            file=out,
+        )
     print(f"\nreport: {sweep_dir / 'report' / 'report.md'}\nrebuild: {report_command(sweep_dir)}", file=out)
     return result
 
@@ -74,8 +78,11 @@ class SweepReport(Callback):
         run_dir = Path(str(config.hydra.runtime.output_dir)) if "runtime" in config.hydra else None
         where = _log_hint(run_dir) if run_dir else ""
         first = str(error).splitlines()[0] if str(error) else ""
-        print(f"clipcl: job {config.hydra.job.get('num', '?')} failed: {type(error).__name__}: {first}{where}",
-              file=sys.stderr, flush=True)
+        print(
+            f"clipcl: job {config.hydra.job.get('num', '?')} failed: {type(error).__name__}: {first}{where}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.enabled:

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import run_folder
 
@@ -107,9 +107,7 @@ def git_commit(directory: Path | str | None = None) -> str | None:
     package), or None when it is not a git checkout or has no commit yet."""
     directory = Path(directory) if directory is not None else Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     commit = out.stdout.strip()
@@ -194,14 +192,21 @@ class RunTracker:
             old = self.metrics_path.with_name(f"metrics.{time.strftime('%Y%m%d_%H%M%S')}.jsonl.old")
             log.warning(
                 "%s exists but resume=False: moving it to %s and starting fresh",
-                self.metrics_path, old.name,
+                self.metrics_path,
+                old.name,
             )
             os.replace(self.metrics_path, old)
 
         self._wandb_settings = dict(
-            project=project, entity=entity, group=group, job_type=job_type, name=name,
-            tags=list(tags or ()), wandb_dir=Path(wandb_dir) if wandb_dir else self.run_dir,
-            system_stats=bool(system_stats), console=bool(console),
+            project=project,
+            entity=entity,
+            group=group,
+            job_type=job_type,
+            name=name,
+            tags=list(tags or ()),
+            wandb_dir=Path(wandb_dir) if wandb_dir else self.run_dir,
+            system_stats=bool(system_stats),
+            console=bool(console),
         )
         self._wandb_pending = self.mode != "disabled"
         self._ledger: list[list] = []  # rows (stage, name) the W&B run holds
@@ -223,9 +228,7 @@ class RunTracker:
         if m in _NO_WANDB_MODES:
             return "disabled"
         if m not in _WANDB_MODES:
-            raise ValueError(
-                f"unknown W&B mode {mode!r}: use 'offline', 'online' or 'disabled'/'none'"
-            )
+            raise ValueError(f"unknown W&B mode {mode!r}: use 'offline', 'online' or 'disabled'/'none'")
         env = os.environ.get("WANDB_MODE", "").strip().lower()
         if m == "online" and env in {"offline", "dryrun", "disabled"}:
             log.info("WANDB_MODE=%s overrides mode='online'", env)
@@ -255,8 +258,20 @@ class RunTracker:
             ledger = {}
         return ledger.get("run_id"), [list(key) for key in ledger.get("rows", [])]
 
-    def _init_wandb(self, *, project, entity, group, job_type, name, tags, wandb_dir: Path,
-                    system_stats: bool = False, console: bool = False, new_run: bool = False) -> None:
+    def _init_wandb(
+        self,
+        *,
+        project,
+        entity,
+        group,
+        job_type,
+        name,
+        tags,
+        wandb_dir: Path,
+        system_stats: bool = False,
+        console: bool = False,
+        new_run: bool = False,
+    ) -> None:
         self.run_id = self._run_id_for_init(new_run)
         ledger_id, ledger_rows = self._read_ledger()
         self._ledger = ledger_rows if ledger_id == self.run_id else []
@@ -265,7 +280,9 @@ class RunTracker:
         except Exception as exc:  # noqa: BLE001 - any import problem means "local files only"
             log.warning(
                 "W&B unavailable (%s): continuing with local files only in %s. "
-                "Install wandb, or use logger.mode=disabled.", exc, self.run_dir,
+                "Install wandb, or use logger.mode=disabled.",
+                exc,
+                self.run_dir,
             )
             return
         if self.mode == "offline":
@@ -273,9 +290,17 @@ class RunTracker:
             os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         wandb_dir.mkdir(parents=True, exist_ok=True)
         kwargs = dict(
-            project=project, entity=entity, group=group, job_type=job_type, name=name,
-            tags=tags or None, config=self.config, dir=str(wandb_dir), mode=self.mode,
-            id=self.run_id, resume="allow",
+            project=project,
+            entity=entity,
+            group=group,
+            job_type=job_type,
+            name=name,
+            tags=tags or None,
+            config=self.config,
+            dir=str(wandb_dir),
+            mode=self.mode,
+            id=self.run_id,
+            resume="allow",
         )
         try:
             settings = _quiet_settings(wandb, system_stats=system_stats, console=console)
@@ -287,7 +312,11 @@ class RunTracker:
             self.run = None
             log.warning(
                 "W&B init (mode=%s) failed: %s: %s. Continuing with local files only in %s. %s",
-                self.mode, type(exc).__name__, exc, self.run_dir, _FIX_HINT,
+                self.mode,
+                type(exc).__name__,
+                exc,
+                self.run_dir,
+                _FIX_HINT,
             )
             try:  # leave no half-initialised global run behind
                 wandb.finish(exit_code=1)
@@ -295,8 +324,7 @@ class RunTracker:
                 pass
             return
         if self.mode == "offline" and self.wandb_run_dir is not None:
-            log.info("W&B offline run %s; upload later with `wandb sync %s`",
-                     self.run_id, self.wandb_run_dir)
+            log.info("W&B offline run %s; upload later with `wandb sync %s`", self.run_id, self.wandb_run_dir)
 
     @property
     def wandb_run_dir(self) -> Path | None:
@@ -321,8 +349,13 @@ class RunTracker:
         except Exception as exc:  # noqa: BLE001
             if what not in self._warned:
                 self._warned.add(what)
-                log.warning("W&B %s failed (%s: %s); the local files in %s are complete",
-                            what, type(exc).__name__, exc, self.run_dir)
+                log.warning(
+                    "W&B %s failed (%s: %s); the local files in %s are complete",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    self.run_dir,
+                )
 
     # ------------------------------------------------------------------ logging
 
@@ -346,9 +379,13 @@ class RunTracker:
         current = id_path.read_text(encoding="utf-8").strip() if id_path.exists() else None
         stale = [key for key in ledger_rows if key not in keys] if ledger_id == current else []
         if stale:
-            log.warning("W&B run %s holds %d row(s) evaluated after the checkpoint (%s): continuing in a new "
-                        "W&B run, so that every row is logged once", current, len(stale),
-                        ", ".join(name for _, name in stale))
+            log.warning(
+                "W&B run %s holds %d row(s) evaluated after the checkpoint (%s): continuing in a new "
+                "W&B run, so that every row is logged once",
+                current,
+                len(stale),
+                ", ".join(name for _, name in stale),
+            )
         self._start_wandb(new_run=bool(stale))
         for index, row in enumerate(rows):
             if _row_key(to_jsonable(dict(row))) not in self._ledger:
@@ -386,8 +423,12 @@ class RunTracker:
         # Recorded before logging: a kill in between makes the next resume start a new W&B run
         # rather than log this row twice.
         self._ledger.append(_row_key(wb_row))
-        self._wb("ledger", lambda: _atomic_write_text(
-            self.run_dir / LEDGER_FILE, json.dumps({"run_id": self.run_id, "rows": self._ledger}) + "\n"))
+        self._wb(
+            "ledger",
+            lambda: _atomic_write_text(
+                self.run_dir / LEDGER_FILE, json.dumps({"run_id": self.run_id, "rows": self._ledger}) + "\n"
+            ),
+        )
         self._wb("log", lambda: self.run.log(wb_row))
 
     def log_eval(self, row: Mapping[str, Any]) -> None:
@@ -414,7 +455,9 @@ class RunTracker:
         if not self.wandb_active:
             return
         payload = {TRAIN_STEP: int(step)}
-        payload.update({TRAIN_PREFIX + str(key): value for key, value in to_jsonable(dict(values), nan_to_none=False).items()})
+        payload.update(
+            {TRAIN_PREFIX + str(key): value for key, value in to_jsonable(dict(values), nan_to_none=False).items()}
+        )
         self._wb("log_train", self.run.log, payload)
 
     def log_checkpoint(self, path: Path | str, stage: int) -> None:
@@ -433,7 +476,7 @@ class RunTracker:
 
         self._wb("log_checkpoint", _log)
 
-    def log_matrix(self, matrix: "pandas.DataFrame", name: str = "accuracy_matrix") -> None:
+    def log_matrix(self, matrix: pandas.DataFrame, name: str = "accuracy_matrix") -> None:
         """Write ``run_dir/<name>.csv`` (rows "zero-shot", "after T1", ...; columns = the
         stages' test sets) and ``<name>.png``, and log a W&B table and heatmap image."""
         path = self.run_dir / f"{name}.csv"
@@ -508,10 +551,10 @@ class RunTracker:
         except Exception as exc:  # noqa: BLE001
             log.warning("W&B finish failed (%s: %s)", type(exc).__name__, exc)
 
-    def __enter__(self) -> "RunTracker":
+    def __enter__(self) -> RunTracker:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         self.finish(exit_code=1 if exc_type is not None else 0)
         return False  # never swallow the exception
 
@@ -540,10 +583,10 @@ class SilentTracker:
     def log_checkpoint(self, path: Path | str, stage: int) -> None:
         pass
 
-    def __enter__(self) -> "SilentTracker":
+    def __enter__(self) -> SilentTracker:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         return False
 
 
@@ -595,8 +638,7 @@ def _inspect(target: Path, *extra: str) -> str:
     cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *extra, str(target)]
     # Offline + no error reporting: otherwise wandb-core is handed the server URL to
     # upload its own telemetry to.
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_ERROR_REPORTING": "false",
-           "WANDB_SILENT": "true"}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_ERROR_REPORTING": "false", "WANDB_SILENT": "true"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if out.returncode != 0:
         raise RuntimeError(

@@ -2,6 +2,7 @@
 MTIL (zero-shot row, Transfer / Avg / Last) and CIL (accuracy on all classes seen so far), two
 methods x two seeds each plus a swept option, an unfinished run and accuracy matrices. Every number is
 fixed here, so the report's files are too (``tests/golden/report_<protocol>/``)."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,14 @@ def _config(protocol: str, method: str, seed: int, alpha: float | None) -> dict:
     if alpha is not None:
         method_cfg["alpha"] = alpha
     tasks = {"synthetic": "synthetic_task_sequence", "mtil": "mtil_sequence", "cil": "class_incremental"}[protocol]
-    return {"seed": seed, "part": "whole", "method": method_cfg,
-            "tasks": {"_target_": f"clipcl_runner.data.tasks.{tasks}", "num_stages": 3},
-            "logger": {"group": "sweep"}, "paths": {"output_dir": "${oc.env:CLIPCL_OUTPUTS,./outputs}"}}
+    return {
+        "seed": seed,
+        "part": "whole",
+        "method": method_cfg,
+        "tasks": {"_target_": f"clipcl_runner.data.tasks.{tasks}", "num_stages": 3},
+        "logger": {"group": "sweep"},
+        "paths": {"output_dir": "${oc.env:CLIPCL_OUTPUTS,./outputs}"},
+    }
 
 
 def _rows(protocol: str, base: float, seed: int) -> list[dict]:
@@ -43,13 +49,27 @@ def _rows(protocol: str, base: float, seed: int) -> list[dict]:
 
 def _summary(protocol: str, base: float, seed: int, method: str) -> dict:
     ut = round(base + 10.0 + seed, 3)
-    summary = {"ut_acc": ut, "bwt": round(-(70.0 - ut) / 2, 3), "bwt_paper": round(-(70.0 - ut) / 3, 3),
-               "forgetting": round((70.0 - ut) / 2, 3), "transfer": round(base - 2.0, 3),
-               "avg": round(ut - 1.25, 3), "last": round(ut - 0.5, 3), "stages": 3}
+    summary = {
+        "ut_acc": ut,
+        "bwt": round(-(70.0 - ut) / 2, 3),
+        "bwt_paper": round(-(70.0 - ut) / 3, 3),
+        "forgetting": round((70.0 - ut) / 2, 3),
+        "transfer": round(base - 2.0, 3),
+        "avg": round(ut - 1.25, 3),
+        "last": round(ut - 0.5, 3),
+        "stages": 3,
+    }
     if protocol == "synthetic":
-        summary.update({"ret/heldout/i2t_r1": 32.5 + seed, "delta/ret/heldout/i2t_r1": -7.5 if method == "finetune" else -2.0,
-                        "delta/ret/heldout/t2i_r1": -4.5, "zs/colour/acc": 86.0 - seed,
-                        "delta/zs/colour/acc": -12.0 + seed, "delta/zs/colour_shape/acc": -1.0})
+        summary.update(
+            {
+                "ret/heldout/i2t_r1": 32.5 + seed,
+                "delta/ret/heldout/i2t_r1": -7.5 if method == "finetune" else -2.0,
+                "delta/ret/heldout/t2i_r1": -4.5,
+                "zs/colour/acc": 86.0 - seed,
+                "delta/zs/colour/acc": -12.0 + seed,
+                "delta/zs/colour_shape/acc": -1.0,
+            }
+        )
     if protocol == "mtil":
         summary.update({"zero_shot_transfer": 44.0, "zero_shot_avg": 45.5})
     if protocol == "cil":
@@ -60,8 +80,14 @@ def _summary(protocol: str, base: float, seed: int, method: str) -> dict:
 def make_protocol_runs(root: Path, protocol: str) -> Path:
     """``root/<protocol>/``: a sweep folder in Hydra's layout, returned."""
     sweep = root / protocol
-    jobs = [("finetune", 0, None, 50.0), ("finetune", 1, None, 50.0),
-            ("lwf", 0, 0.5, 58.0), ("lwf", 1, 0.5, 58.0), ("lwf", 0, 1.0, 61.0), ("lwf", 1, 1.0, 61.0)]
+    jobs = [
+        ("finetune", 0, None, 50.0),
+        ("finetune", 1, None, 50.0),
+        ("lwf", 0, 0.5, 58.0),
+        ("lwf", 1, 0.5, 58.0),
+        ("lwf", 0, 1.0, 61.0),
+        ("lwf", 1, 1.0, 61.0),
+    ]
     for num, (method, seed, alpha, base) in enumerate(jobs):
         run = sweep / f"{num}_{method}_s{seed}"
         (run / ".hydra").mkdir(parents=True)
@@ -74,7 +100,7 @@ def make_protocol_runs(root: Path, protocol: str) -> Path:
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (run / "summary.json").write_text(json.dumps(_summary(protocol, base, seed, method), indent=2, sort_keys=True))
         header = "," + ",".join(STAGES) + "\n"
-        lines = [f"{r['stage_name']}," + ",".join(repr(r[f'task/{s}/acc']) for s in STAGES) for r in rows]
+        lines = [f"{r['stage_name']}," + ",".join(repr(r[f"task/{s}/acc"]) for s in STAGES) for r in rows]
         (run / "accuracy_matrix.csv").write_text(header + "\n".join(lines) + "\n")
     crashed = sweep / f"{len(jobs)}_finetune_s2"
     (crashed / ".hydra").mkdir(parents=True)

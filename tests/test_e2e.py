@@ -1,4 +1,5 @@
 """End to end on the synthetic test preset: learning, the forgetting phenomenon, files, resume, W&B, sweeps."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TEST_PRESET, compose_config, run_cli
 
 from clipcl_runner.runner import run
 from clipcl_runner.tracking import read_offline_run
-from conftest import TEST_PRESET, compose_config, run_cli
 
 I2T_R1 = "ret/heldout/i2t_r1"
 
@@ -80,8 +81,10 @@ def test_resuming_a_finished_run_without_checkpoints_returns_its_summary(finetun
     assert resumed == summary and (finetune_dir / "metrics.jsonl").read_text() == rows  # nothing rerun
 
 
-@pytest.mark.parametrize("keep,files", [("last", ["identity.json", "last.pt"]),
-                                        ("all", ["identity.json", "last.pt", "stage_1.pt", "stage_2.pt"])])
+@pytest.mark.parametrize(
+    "keep,files",
+    [("last", ["identity.json", "last.pt"]), ("all", ["identity.json", "last.pt", "stage_1.pt", "stage_2.pt"])],
+)
 def test_keep_checkpoints_last_and_all(pretrained_test_clip, tmp_path, keep, files):
     run_dir = tmp_path / "run"
     run_preset(run_dir, "method=finetune", "tasks.num_stages=2", "tasks.epochs=1", f"trainer.keep_checkpoints={keep}")
@@ -89,7 +92,9 @@ def test_keep_checkpoints_last_and_all(pretrained_test_clip, tmp_path, keep, fil
     if keep == "all":  # each stage's copy is that stage's model, not the final one
         import torch
 
-        first, last = (torch.load(run_dir / "checkpoints" / name, weights_only=True) for name in ("stage_1.pt", "last.pt"))
+        first, last = (
+            torch.load(run_dir / "checkpoints" / name, weights_only=True) for name in ("stage_1.pt", "last.pt")
+        )
         assert first["completed_stages"] == 1 and last["completed_stages"] == 2
 
 
@@ -133,8 +138,16 @@ def test_offline_wandb_run_holds_the_stage_metrics_and_summary(pretrained_test_c
 
 def test_multirun_sweep_gives_each_job_its_own_folder_and_wandb_run(pretrained_test_clip, tmp_path):
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", *TEST_PRESET, "logger=wandb", "method=finetune,lwf", "tasks.num_stages=2",
-                     "tasks.epochs=1", f"hydra.sweep.dir={sweep}", f"paths.output_dir={tmp_path}")
+    result = run_cli(
+        "-m",
+        *TEST_PRESET,
+        "logger=wandb",
+        "method=finetune,lwf",
+        "tasks.num_stages=2",
+        "tasks.epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.output_dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # the sweep ends with its table, the report written and the command that rebuilds it
     assert "| finetune |" in result.stdout and "| lwf |" in result.stdout
@@ -152,21 +165,31 @@ def test_multirun_sweep_gives_each_job_its_own_folder_and_wandb_run(pretrained_t
         # preset, task sequence, method and swept options as config fields and tags
         assert logged["config"]["preset"] == "synthetic_test" and logged["config"]["task_sequence"] == "synthetic"
         assert logged["config"]["swept"] == {"tasks.num_stages": "2", "tasks.epochs": "1"}
-        assert {"preset:synthetic_test", "tasks:synthetic", f"method:{method}", "tasks.num_stages=2"} <= set(logged["tags"])
+        assert {"preset:synthetic_test", "tasks:synthetic", f"method:{method}", "tasks.num_stages=2"} <= set(
+            logged["tags"]
+        )
         # the CL summary as a series over stages, ending at summary.json; training curves against train/step
         summary = json.loads((job / "summary.json").read_text())
         series = {int(h["stage"]): h["cl/ut_acc"] for h in logged["history"] if "cl/ut_acc" in h}
         assert sorted(series) == [1, 2] and series[2] == pytest.approx(summary["ut_acc"])
         assert {int(h["stage"]) for h in logged["history"] if "cl/forgetting" in h} == {1, 2}
         steps = [h["train/step"] for h in logged["history"] if "step/loss" in h]
-        assert steps == sorted(steps) and steps[0] == 10 and all(math.isfinite(h["step/lr"])
-                                                                  for h in logged["history"] if "step/lr" in h)
+        assert (
+            steps == sorted(steps)
+            and steps[0] == 10
+            and all(math.isfinite(h["step/lr"]) for h in logged["history"] if "step/lr" in h)
+        )
     assert len(ids) == 2
 
 
 def test_pretrained_tag_without_cached_weights_says_what_to_fetch(tmp_path):
-    result = run_cli("model=vit_b32", "logger=none", f"paths.output_dir={tmp_path}",
-                     f"paths.cache_dir={tmp_path / 'cache'}", timeout=300)
+    result = run_cli(
+        "model=vit_b32",
+        "logger=none",
+        f"paths.output_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "Pretrained weights 'openai' for open_clip model 'ViT-B-32' are not cached" in result.stderr
     assert "open_clip_pytorch_model.bin" in result.stderr and "model.pretrained=/path/to/" in result.stderr
@@ -211,4 +234,3 @@ def test_every_epoch_evaluation_rows_stay_out_of_the_matrix(pretrained_test_clip
     matrix = pd.read_csv(run_dir / "accuracy_matrix.csv", index_col=0)
     assert list(matrix.index) == ["zero-shot", "T1"]
     assert summary["ut_acc"] == pytest.approx(rows[2]["task/T1/acc"])
-

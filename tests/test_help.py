@@ -1,4 +1,5 @@
 """`clipcl --help` explains every config group's options and the launchers (conf/hydra/default.yaml's hydra.help)."""
+
 from __future__ import annotations
 
 import re

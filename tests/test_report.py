@@ -23,22 +23,37 @@ VALUES = {
 }
 
 
-def make_run(folder: Path, method: str, seed: int, values: tuple[float, float] | None,
-             extra_overrides: tuple[str, ...] = (), alpha: float | None = None) -> Path:
+def make_run(
+    folder: Path,
+    method: str,
+    seed: int,
+    values: tuple[float, float] | None,
+    extra_overrides: tuple[str, ...] = (),
+    alpha: float | None = None,
+) -> Path:
     """A run folder as the runner writes it; ``values=None`` leaves it unfinished (no summary.json)."""
     (folder / ".hydra").mkdir(parents=True)
     method_cfg = {"_target_": f"clipcl_runner.methods.{method}.X", "name": method}
     if alpha is not None:
         method_cfg["alpha"] = alpha
     config = {
-        "seed": seed, "part": "whole", "method": method_cfg,
+        "seed": seed,
+        "part": "whole",
+        "method": method_cfg,
         "tasks": {"_target_": "clipcl_runner.data.synthetic.synthetic_task_sequence", "num_stages": 3},
         "logger": {"group": "sweep", "tags": ["test"]},
         "paths": {"output_dir": "${oc.env:CLIPCL_OUTPUTS,./outputs}"},  # left unresolved, as Hydra saves it
     }
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    overrides = [f"method={method}", f"seed={seed}", "experiment=synthetic_test", "logger=none",
-                 "trainer.progress=false", f"hydra.job.num={seed}", *extra_overrides]
+    overrides = [
+        f"method={method}",
+        f"seed={seed}",
+        "experiment=synthetic_test",
+        "logger=none",
+        "trainer.progress=false",
+        f"hydra.job.num={seed}",
+        *extra_overrides,
+    ]
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
 
     ut_acc, d_i2t = values if values is not None else (40.0, -10.0)
@@ -46,10 +61,13 @@ def make_run(folder: Path, method: str, seed: int, values: tuple[float, float] |
     rows = []
     for stage, name in enumerate(STAGES):
         frac = stage / 3
-        row = {"stage": stage, "stage_name": name,
-               **{f"task/{t}/acc": 30.0 + 10 * stage for t in STAGES[1:]},
-               "zs/colour/acc": 98.0 - 10 * frac,
-               "ret/heldout/i2t_r1": i2t_zero_shot + d_i2t * frac + seed}
+        row = {
+            "stage": stage,
+            "stage_name": name,
+            **{f"task/{t}/acc": 30.0 + 10 * stage for t in STAGES[1:]},
+            "zs/colour/acc": 98.0 - 10 * frac,
+            "ret/heldout/i2t_r1": i2t_zero_shot + d_i2t * frac + seed,
+        }
         if stage:
             row["train/loss"] = 1.0 / stage
         rows.append(row)
@@ -57,12 +75,20 @@ def make_run(folder: Path, method: str, seed: int, values: tuple[float, float] |
         rows = rows[:2]  # crashed after T1
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if values is not None:
-        summary = {"ut_acc": ut_acc, "bwt": -(60.0 - ut_acc), "forgetting": 60.0 - ut_acc,
-                   "a_acc": ut_acc / 2, "stages": 3, "transfer": None,
-                   "ret/heldout/i2t_r1": i2t_zero_shot + d_i2t,
-                   "delta/ret/heldout/i2t_r1": d_i2t, "delta/ret/heldout/t2i_r1": d_i2t / 2,
-                   "zs/colour/acc": 88.0, "delta/zs/colour/acc": -10.0 - seed,
-                   "delta/zs/colour_shape/acc": -1.0}
+        summary = {
+            "ut_acc": ut_acc,
+            "bwt": -(60.0 - ut_acc),
+            "forgetting": 60.0 - ut_acc,
+            "a_acc": ut_acc / 2,
+            "stages": 3,
+            "transfer": None,
+            "ret/heldout/i2t_r1": i2t_zero_shot + d_i2t,
+            "delta/ret/heldout/i2t_r1": d_i2t,
+            "delta/ret/heldout/t2i_r1": d_i2t / 2,
+            "zs/colour/acc": 88.0,
+            "delta/zs/colour/acc": -10.0 - seed,
+            "delta/zs/colour_shape/acc": -1.0,
+        }
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     pd.DataFrame([[1.0]], index=["zero-shot"], columns=["T1"]).to_csv(folder / "accuracy_matrix.csv")
     return folder
@@ -98,8 +124,9 @@ def test_load_runs_separates_finished_and_missing(sweep):
     assert len(runs) == 6
     assert sorted(runs["method"].unique()) == ["finetune", "vr_lwf"]
     assert sorted(runs["seed"].tolist()) == [0, 0, 1, 1, 2, 2]
-    assert missing == [{"run": str(sweep / "6_lwf_s0"), "method": "lwf", "seed": 0,
-                        "reason": "no summary.json (unfinished or failed)"}]
+    assert missing == [
+        {"run": str(sweep / "6_lwf_s0"), "method": "lwf", "seed": 0, "reason": "no summary.json (unfinished or failed)"}
+    ]
     # the experiment override is a column; seed/method/hydra/logger/trainer.progress are not
     assert "experiment" in runs.columns and set(runs["experiment"]) == {"synthetic_test"}
     for dropped in ("hydra.job.num", "logger", "trainer.progress"):
@@ -132,7 +159,7 @@ def test_aggregate_mean_std_n_by_hand(sweep):
         assert agg.loc[method, "delta/ret/heldout/i2t_r1/std"] == pytest.approx(statistics.stdev(d))
     # hand values: finetune ut_acc 53.0 ± 3.61, vr_lwf 61.33 ± 1.26
     assert agg.loc["finetune", "ut_acc/mean"] == pytest.approx(53.0)
-    assert agg.loc["finetune", "ut_acc/std"] == pytest.approx(13 ** 0.5)
+    assert agg.loc["finetune", "ut_acc/std"] == pytest.approx(13**0.5)
     with pytest.raises(KeyError, match="unknown metric"):
         report.aggregate(runs, ["no_such_metric"])
 
@@ -159,8 +186,7 @@ def test_comparison_table_markdown(sweep):
     runs, _ = report.load_runs(report.find_runs([sweep]))
     table = report.comparison_table(report.aggregate(runs))
     lines = table.splitlines()
-    assert lines[0] == ("| method | final mean task acc | Δ i2t R@1 | Δ t2i R@1 | Δ colour "
-                        "| Δ colour+shape | n |")
+    assert lines[0] == ("| method | final mean task acc | Δ i2t R@1 | Δ t2i R@1 | Δ colour | Δ colour+shape | n |")
     assert len(lines) == 4  # header, rule, 2 methods
     # finetune: ut 53.0 ± 3.6; Δ i2t -26.3 ± 2.5; Δ t2i -13.2 ± 1.3; Δ colour -11.0 ± 1.0
     assert "| finetune | 53.0 ± 3.6 | -26.3 ± 2.5 | -13.2 ± 1.3 | -11.0 ± 1.0 | -1.0 ± 0.0 | 3 |" in lines
@@ -170,11 +196,24 @@ def test_comparison_table_markdown(sweep):
     assert "| finetune | -7.0 ± 3.6 | 3 |" in custom
 
 
-@pytest.mark.parametrize("columns,expected", [
-    (["ut_acc/mean", "transfer/mean", "avg/mean", "last/mean", "bwt/mean", "forgetting/mean",
-      "zero_shot_transfer/mean"], ["transfer", "avg", "last", "bwt", "forgetting"]),  # MTIL
-    (["ut_acc/mean", "bwt/mean", "cil_avg/mean", "cil_last/mean"], ["cil_avg", "cil_last"]),  # class-incremental
-])
+@pytest.mark.parametrize(
+    "columns,expected",
+    [
+        (
+            [
+                "ut_acc/mean",
+                "transfer/mean",
+                "avg/mean",
+                "last/mean",
+                "bwt/mean",
+                "forgetting/mean",
+                "zero_shot_transfer/mean",
+            ],
+            ["transfer", "avg", "last", "bwt", "forgetting"],
+        ),  # MTIL
+        (["ut_acc/mean", "bwt/mean", "cil_avg/mean", "cil_last/mean"], ["cil_avg", "cil_last"]),  # class-incremental
+    ],
+)
 def test_default_metrics_of_zscls_protocols(columns, expected):
     assert report.default_metrics(columns) == expected
     assert report.metric_label("cil_avg") == "CIL avg"
@@ -192,8 +231,14 @@ def test_swept_override_splits_groups(tmp_path):
     job = 0
     for alpha in ("0.5", "1"):
         for seed in range(2):
-            make_run(root / f"{job}_lwf_s{seed}", "lwf", seed, (50.0 + float(alpha) * 10 + seed, -5.0),
-                     extra_overrides=(f"method.alpha={alpha}",), alpha=float(alpha))
+            make_run(
+                root / f"{job}_lwf_s{seed}",
+                "lwf",
+                seed,
+                (50.0 + float(alpha) * 10 + seed, -5.0),
+                extra_overrides=(f"method.alpha={alpha}",),
+                alpha=float(alpha),
+            )
             job += 1
     make_run(root / f"{job}_finetune_s0", "finetune", 0, (40.0, -20.0))
     runs, missing = report.load_runs(report.find_runs([root]))
@@ -202,8 +247,11 @@ def test_swept_override_splits_groups(tmp_path):
     agg = report.aggregate(runs, ["ut_acc"])
     assert list(agg.columns[:2]) == ["method", "method.alpha"]
     got = {(r["method"], r["method.alpha"]): (r["n"], r["ut_acc/mean"]) for _, r in agg.iterrows()}
-    assert got == {("lwf", "0.5"): (2, pytest.approx(55.5)), ("lwf", "1"): (2, pytest.approx(60.5)),
-                   ("finetune", report.DEFAULT_VALUE): (1, pytest.approx(40.0))}
+    assert got == {
+        ("lwf", "0.5"): (2, pytest.approx(55.5)),
+        ("lwf", "1"): (2, pytest.approx(60.5)),
+        ("finetune", report.DEFAULT_VALUE): (1, pytest.approx(40.0)),
+    }
     table = report.comparison_table(agg, ["ut_acc"])
     assert "| lwf | 0.5 | 55.5 ± 0.7 | 2 |" in table and "| lwf | 1 | 60.5 ± 0.7 | 2 |" in table
 
@@ -212,8 +260,13 @@ def test_settings_that_do_not_change_results_do_not_split_groups(tmp_path):
     """trainer.threads / num_workers / progress say how fast a run went, not what it computed."""
     root = tmp_path / "sweep"
     for job, (seed, threads) in enumerate([(0, "1"), (1, "4"), (2, "8")]):
-        make_run(root / f"{job}_finetune_s{seed}", "finetune", seed, (50.0 + seed, -5.0),
-                 extra_overrides=(f"trainer.threads={threads}", f"trainer.num_workers={seed}"))
+        make_run(
+            root / f"{job}_finetune_s{seed}",
+            "finetune",
+            seed,
+            (50.0 + seed, -5.0),
+            extra_overrides=(f"trainer.threads={threads}", f"trainer.num_workers={seed}"),
+        )
     runs, _ = report.load_runs(report.find_runs([root]))
     assert "trainer.threads" not in runs.columns and "trainer.num_workers" not in runs.columns
     agg = report.aggregate(runs, ["ut_acc"])
@@ -239,8 +292,15 @@ def test_write_report_writes_every_file(sweep, tmp_path):
     out = tmp_path / "rep"
     result = report.write_report([sweep], out)
     names = {Path(f).name for f in result["files"]}
-    assert names == {"report.md", "runs.csv", "summary.csv", "summary.tex", "comparison.png",
-                     "matrix_finetune.png", "matrix_vr_lwf.png"}  # the lwf run is unfinished
+    assert names == {
+        "report.md",
+        "runs.csv",
+        "summary.csv",
+        "summary.tex",
+        "comparison.png",
+        "matrix_finetune.png",
+        "matrix_vr_lwf.png",
+    }  # the lwf run is unfinished
     for f in result["files"]:
         assert Path(f).is_file() and Path(f).stat().st_size > 0
     assert Path(out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -361,8 +421,14 @@ def test_wandb_only_run_is_read(tmp_path):
     assert row["method"] == "lwf" and row["seed"] == 3 and row["part"] == "whole"
     assert row["ut_acc"] == 80.5 and row["delta/ret/heldout/i2t_r1"] == -8.0
     assert not any(c.startswith("_") or c in ("stage", "stage_name") for c in runs.columns)
-    assert missing == [{"run": str(next(f for f in found if f.parent.parent == unfinished)),
-                        "method": "lwf", "seed": 4, "reason": report.NO_WANDB_SUMMARY}]
+    assert missing == [
+        {
+            "run": str(next(f for f in found if f.parent.parent == unfinished)),
+            "method": "lwf",
+            "seed": 4,
+            "reason": report.NO_WANDB_SUMMARY,
+        }
+    ]
 
     rows = report.read_metrics_rows(row["run"])
     assert [(r["stage"], r["stage_name"]) for r in rows] == [(0, "zero-shot"), (1, "T1")]
@@ -384,6 +450,7 @@ def test_run_folder_with_wandb_inside_counts_once(tmp_path):
     # W&B written elsewhere (logger.dir): matched to the run folder by wandb_run_id.txt
     elsewhere = tmp_path / "wandb_elsewhere"
     import shutil
+
     shutil.copytree(run_dir / "wandb", elsewhere / "wandb", symlinks=True)
     assert report.find_runs([tmp_path / "sweep", elsewhere]) == [run_dir]
     runs, missing = report.load_runs(report.find_runs([tmp_path / "sweep", elsewhere]))
@@ -392,8 +459,8 @@ def test_run_folder_with_wandb_inside_counts_once(tmp_path):
 
 # --------------------------------------------------------------------------- mean accuracy matrices
 
-def write_matrix(run_dir: Path, values, index=("zero-shot", "after T1", "after T2"),
-                 columns=("T1", "T2")) -> None:
+
+def write_matrix(run_dir: Path, values, index=("zero-shot", "after T1", "after T2"), columns=("T1", "T2")) -> None:
     pd.DataFrame(values, index=list(index), columns=list(columns)).to_csv(run_dir / "accuracy_matrix.csv")
 
 
@@ -415,8 +482,9 @@ def test_mean_matrices_and_heatmaps(tmp_path):
     write_matrix(odd, [[1, 2, 3]], index=("zero-shot",), columns=("T1", "T2", "T3"))
 
     mean = report.mean_matrices(dirs["finetune"])
-    expected = pd.DataFrame([[10.0, 13.0], [75.0, 12.0], [45.0, 85.0]],
-                            index=["zero-shot", "after T1", "after T2"], columns=["T1", "T2"])
+    expected = pd.DataFrame(
+        [[10.0, 13.0], [75.0, 12.0], [45.0, 85.0]], index=["zero-shot", "after T1", "after T2"], columns=["T1", "T2"]
+    )
     pd.testing.assert_frame_equal(mean, expected)
     # a NaN cell is the mean of the seeds that have it; the odd-shaped run is left out
     mean_vr = report.mean_matrices([*dirs["vr_lwf"], odd])
@@ -443,13 +511,23 @@ def test_file_safe_group_label():
 def _many_groups(root: Path) -> Path:
     """14 groups: finetune, lwf x 5 alphas, zscl x 4, wise_ft x 4; 2 seeds each."""
     job = 0
-    plan = [("finetune", [None]), ("lwf", [0.1, 0.3, 1.0, 3.0, 10.0]), ("zscl", [0.5, 1.0, 2.0, 4.0]),
-            ("wise_ft", [0.2, 0.5, 0.8, 0.9])]
+    plan = [
+        ("finetune", [None]),
+        ("lwf", [0.1, 0.3, 1.0, 3.0, 10.0]),
+        ("zscl", [0.5, 1.0, 2.0, 4.0]),
+        ("wise_ft", [0.2, 0.5, 0.8, 0.9]),
+    ]
     for m, (method, alphas) in enumerate(plan):
         for a, alpha in enumerate(alphas):
             for seed in range(2):
-                make_run(root / f"{job}_{method}_s{seed}", method, seed, (45 + 5 * m + 2 * a + seed, -25 + 4 * m + a),
-                         extra_overrides=(f"method.alpha={alpha}",) if alpha is not None else (), alpha=alpha)
+                make_run(
+                    root / f"{job}_{method}_s{seed}",
+                    method,
+                    seed,
+                    (45 + 5 * m + 2 * a + seed, -25 + 4 * m + a),
+                    extra_overrides=(f"method.alpha={alpha}",) if alpha is not None else (),
+                    alpha=alpha,
+                )
                 job += 1
     return root
 
@@ -476,14 +554,18 @@ def test_comparison_figure_at_14_groups_keeps_legends_off_the_data(tmp_path):
     assert fig.axes[0].get_xlabel() == "final mean task acc (%)"
 
 
-@pytest.mark.parametrize("protocol,expected", [
-    ("synthetic", ("ut_acc", "delta/ret/heldout/i2t_r1", "ret/heldout/i2t_r1")),
-    ("mtil", ("avg", "transfer", "task/mean")),
-    ("cil", ("cil_avg", "cil_last", "cil/acc")),
-])
+@pytest.mark.parametrize(
+    "protocol,expected",
+    [
+        ("synthetic", ("ut_acc", "delta/ret/heldout/i2t_r1", "ret/heldout/i2t_r1")),
+        ("mtil", ("avg", "transfer", "task/mean")),
+        ("cil", ("cil_avg", "cil_last", "cil/acc")),
+    ],
+)
 def test_comparison_metrics_follow_the_protocol(tmp_path, protocol, expected):
-    from clipcl_runner.report.figures import comparison_metrics
     from report_runs import make_protocol_runs
+
+    from clipcl_runner.report.figures import comparison_metrics
 
     runs, _ = report.load_runs(report.find_runs([make_protocol_runs(tmp_path, protocol)]))
     assert comparison_metrics(runs) == expected

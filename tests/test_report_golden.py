@@ -1,6 +1,7 @@
 """The report's files for a fixed set of synthetic, MTIL and CIL run folders (tests/report_runs.py) stay
 what they were (tests/golden/report_<protocol>/, written by the report before it became a package).
 Text files compare exactly; the CSVs compare numbers to 1e-9 (pandas' groupby std may differ in the last bit)."""
+
 from __future__ import annotations
 
 import io
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from report_runs import PROTOCOLS, make_protocol_runs, report_texts
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -1,24 +1,41 @@
 """run_names: which overrides name and group a run, W&B fields and tags, the sweep folder's name."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from conftest import CONFIG_DIR
 from hydra import compose, initialize_config_dir
 
 from clipcl_runner import run_names
-from conftest import CONFIG_DIR
 
 
 def test_parse_overrides_keeps_strings_and_marks_deletions():
     assert run_names.parse_overrides(["method=lwf", "+method.alpha=0.5", "~x", "seed=1"]) == {
-        "method": "lwf", "method.alpha": "0.5", "x": "~", "seed": "1"}
+        "method": "lwf",
+        "method.alpha": "0.5",
+        "x": "~",
+        "seed": "1",
+    }
 
 
 def test_overrides_that_do_not_change_results_are_ignored():
-    for key in ("trainer.threads", "trainer.num_workers", "trainer.progress", "trainer.device", "resume",
-                "paths.output_dir", "logger.mode", "logger/x", "hydra.sweep.dir", "seed", "method",
-                "trainer.keep_checkpoints", "+trainer.threads"):
+    for key in (
+        "trainer.threads",
+        "trainer.num_workers",
+        "trainer.progress",
+        "trainer.device",
+        "resume",
+        "paths.output_dir",
+        "logger.mode",
+        "logger/x",
+        "hydra.sweep.dir",
+        "seed",
+        "method",
+        "trainer.keep_checkpoints",
+        "+trainer.threads",
+    ):
         assert run_names.is_ignored_override(key), key
     for key in ("method.alpha", "part", "tasks.num_stages", "trainer.optimizer.lr", "experiment", "trainer.precision"):
         assert not run_names.is_ignored_override(key), key
@@ -28,8 +45,12 @@ def test_run_name_fields_and_tags():
     overrides = ["experiment=synthetic_test", "method=lwf", "method.alpha=0.5", "trainer.threads=2", "seed=3"]
     assert run_names.run_name("lwf", 3, overrides) == "lwf-s3 method.alpha=0.5"
     fields = run_names.run_fields({"experiment": "synthetic_test", "tasks": "synthetic"}, overrides, "lwf")
-    assert fields == {"preset": "synthetic_test", "task_sequence": "synthetic", "method": "lwf",
-                      "swept": {"method.alpha": "0.5"}}
+    assert fields == {
+        "preset": "synthetic_test",
+        "task_sequence": "synthetic",
+        "method": "lwf",
+        "swept": {"method.alpha": "0.5"},
+    }
     assert run_names.run_tags(fields) == ["preset:synthetic_test", "tasks:synthetic", "method:lwf", "method.alpha=0.5"]
     assert run_names.run_fields({"experiment": None}, [], "finetune")["preset"] == "none"
 
@@ -45,7 +66,9 @@ def test_sweep_folder_is_named_by_the_preset_and_time():
 
 
 def test_import_needs_no_pandas_or_torch():
-    code = ("import sys, clipcl_runner.run_names, clipcl_runner.cli; "
-            "print(sorted(m for m in ('pandas', 'torch', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, clipcl_runner.run_names, clipcl_runner.cli; "
+        "print(sorted(m for m in ('pandas', 'torch', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

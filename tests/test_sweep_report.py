@@ -1,15 +1,15 @@
 """A sweep ends with its table: the Hydra callback writes <sweep>/report/ and prints the table, the
 failed runs with their logs and the command that rebuilds the report; a failing report is one line."""
+
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from types import SimpleNamespace
 
 from omegaconf import OmegaConf
+from report_runs import make_protocol_runs
 
 from clipcl_runner.sweep_report import SweepReport, summarize_sweep
-from report_runs import make_protocol_runs
 
 
 def test_sweep_end_prints_the_table_failed_runs_with_logs_and_the_command(tmp_path, capsys):
@@ -38,8 +38,13 @@ def test_sweep_without_finished_runs_is_one_line_not_an_error(tmp_path):
 def test_a_failed_job_is_one_line_with_its_log(tmp_path, capsys):
     (tmp_path / "cli.log").write_text("x")
     config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}, "job": {"num": 3}}})
-    failed = SimpleNamespace(status=SimpleNamespace(name="FAILED"), _return_value=FloatingPointError("loss is nan\nmore"))
+    failed = SimpleNamespace(
+        status=SimpleNamespace(name="FAILED"), _return_value=FloatingPointError("loss is nan\nmore")
+    )
     SweepReport().on_job_end(config, failed)
-    assert capsys.readouterr().err == f"clipcl: job 3 failed: FloatingPointError: loss is nan (log: {tmp_path / 'cli.log'})\n"
+    assert (
+        capsys.readouterr().err
+        == f"clipcl: job 3 failed: FloatingPointError: loss is nan (log: {tmp_path / 'cli.log'})\n"
+    )
     SweepReport().on_job_end(config, SimpleNamespace(status=SimpleNamespace(name="COMPLETED")))
     assert capsys.readouterr().err == ""

@@ -18,12 +18,32 @@ from clipcl_runner.plots import plot_matrix, plot_probes
 from clipcl_runner.tracking import RunTracker, read_metrics, read_offline_run
 
 ROWS = [
-    {"stage": 0, "stage_name": "zero-shot", "task/T1/acc": 10.0, "task/T2/acc": 12.5,
-     "zs/colour/acc": 61.0, "ret/heldout/i2t_r1": 30.0},
-    {"stage": 1, "stage_name": "after T1", "epoch": 2, "task/T1/acc": 80.25, "task/T2/acc": 11.0,
-     "zs/colour/acc": 55.5, "ret/heldout/i2t_r1": 27.0},
-    {"stage": 2, "stage_name": "after T2", "epoch": 2, "task/T1/acc": 60.0, "task/T2/acc": 85.0,
-     "zs/colour/acc": 50.0, "ret/heldout/i2t_r1": 25.5},
+    {
+        "stage": 0,
+        "stage_name": "zero-shot",
+        "task/T1/acc": 10.0,
+        "task/T2/acc": 12.5,
+        "zs/colour/acc": 61.0,
+        "ret/heldout/i2t_r1": 30.0,
+    },
+    {
+        "stage": 1,
+        "stage_name": "after T1",
+        "epoch": 2,
+        "task/T1/acc": 80.25,
+        "task/T2/acc": 11.0,
+        "zs/colour/acc": 55.5,
+        "ret/heldout/i2t_r1": 27.0,
+    },
+    {
+        "stage": 2,
+        "stage_name": "after T2",
+        "epoch": 2,
+        "task/T1/acc": 60.0,
+        "task/T2/acc": 85.0,
+        "zs/colour/acc": 50.0,
+        "ret/heldout/i2t_r1": 25.5,
+    },
 ]
 MATRIX = pd.DataFrame(
     [[10.0, 12.5], [80.25, float("nan")], [60.0, 85.0]],
@@ -39,8 +59,7 @@ def offline_wandb(tmp_path, monkeypatch):
     wb = tmp_path / "wandb_home"
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR",
-                "WANDB_ARTIFACT_DIR"):
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
         (wb / var).mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(var, str(wb / var))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -120,8 +139,13 @@ def test_log_eval_rejects_rows_without_stage(tmp_path):
 def test_offline_wandb_round_trip(tmp_path):
     run_dir = tmp_path / "run"
     tracker = RunTracker(
-        run_dir, config={"lr": 1e-5, "method": {"name": "lwf", "alpha": 0.5}}, mode="offline",
-        group="lwf", job_type="mst", name="lwf-seed0", tags=["demo", "seed0"],
+        run_dir,
+        config={"lr": 1e-5, "method": {"name": "lwf", "alpha": 0.5}},
+        mode="offline",
+        group="lwf",
+        job_type="mst",
+        name="lwf-seed0",
+        tags=["demo", "seed0"],
     )
     assert os.environ["WANDB_ERROR_REPORTING"] == "false"  # no telemetry upload either
     with tracker:
@@ -260,24 +284,32 @@ def test_omegaconf_config_is_resolved(tmp_path):
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create({"a": 2, "b": "${a}", "git_commit": "x"})
-    assert RunTracker(tmp_path / "r", config=cfg, mode="disabled").config == {
-        "a": 2, "b": 2, "git_commit": "x"}
+    assert RunTracker(tmp_path / "r", config=cfg, mode="disabled").config == {"a": 2, "b": 2, "git_commit": "x"}
 
 
 def test_plots_write_pngs(tmp_path):
     fractions = MATRIX / 100.0  # fractions are shown in percent as well
     assert plot_matrix(fractions, tmp_path / "m.png", title="t").read_bytes()[:4] == b"\x89PNG"
     ost = [{"stage": 0, "stage_name": "zero-shot", "zs/a/acc": 0.6}] + [
-        {"stage": 1, "stage_name": "OST", "epoch": e, "zs/a/acc": 0.6 - e / 100,
-         "ret/c/i2t_r1": float("nan") if e == 2 else 0.3} for e in range(1, 4)]
+        {
+            "stage": 1,
+            "stage_name": "OST",
+            "epoch": e,
+            "zs/a/acc": 0.6 - e / 100,
+            "ret/c/i2t_r1": float("nan") if e == 2 else 0.3,
+        }
+        for e in range(1, 4)
+    ]
     out = plot_probes(ost, tmp_path / "sub" / "p.png", title="probes")
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert plot_probes(ROWS, tmp_path / "q.png", metrics=["task/T1/acc"]).exists()
 
 
 def test_import_is_cheap():
-    code = ("import sys, clipcl_runner.tracking, clipcl_runner.plots; "
-            "print(sorted(m for m in ('wandb', 'matplotlib', 'pandas') if m in sys.modules))")
+    code = (
+        "import sys, clipcl_runner.tracking, clipcl_runner.plots; "
+        "print(sorted(m for m in ('wandb', 'matplotlib', 'pandas') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -375,6 +407,8 @@ def test_runner_stage_series_by_hand():
 def test_log_line_shows_headline_and_small_terms():
     from clipcl_runner.runner import _brief
 
-    line = _brief({"ut_acc": 61.25, "bwt": -3.5, "forgetting": 4.0, "train/lwf": 0.00031, "stages": 2,
-                   "ret/x/i2t_r5": 1.0}, headline=("ut_acc", "bwt", "forgetting"))
+    line = _brief(
+        {"ut_acc": 61.25, "bwt": -3.5, "forgetting": 4.0, "train/lwf": 0.00031, "stages": 2, "ret/x/i2t_r5": 1.0},
+        headline=("ut_acc", "bwt", "forgetting"),
+    )
     assert line == "ut_acc=61.25, bwt=-3.5, forgetting=4, train/lwf=0.00031"

@@ -18,25 +18,81 @@ Modules: ``runs`` (find and load), ``wandb_runs`` (the offline-W&B reader), ``ag
 mean/std/n), ``tables`` (headline metrics, Markdown/LaTeX), ``figures``, ``build`` (``write_report``),
 ``cli`` (``clipcl-report``).
 """
+
 from __future__ import annotations
 
 from ..run_names import is_ignored_override, parse_overrides
-from .aggregate import (DUPLICATE, STAT_SUFFIXES, aggregate, check_numeric, drop_duplicate_seeds, group_columns,
-                        metric_columns)
+from .aggregate import (
+    DUPLICATE,
+    STAT_SUFFIXES,
+    aggregate,
+    check_numeric,
+    drop_duplicate_seeds,
+    group_columns,
+    metric_columns,
+)
 from .build import write_report
 from .cli import main
 from .figures import _file_safe, mean_matrices, plot_comparison, write_group_matrices
-from .runs import (CONFIG_FILE, DEFAULT_VALUE, METRICS_FILE, NO_SUMMARY, SUMMARY_FILE, NoFinishedRuns, ReportError,
-                   find_runs, find_strays, load_runs, read_metrics_rows)
-from .tables import (CIL_METRICS, MTIL_METRICS, SYNTHETIC_METRICS, comparison_table, default_metrics, latex_table,
-                     metric_label, missing_lines)
+from .runs import (
+    CONFIG_FILE,
+    DEFAULT_VALUE,
+    METRICS_FILE,
+    NO_SUMMARY,
+    SUMMARY_FILE,
+    NoFinishedRuns,
+    ReportError,
+    find_runs,
+    find_strays,
+    load_runs,
+    read_metrics_rows,
+)
+from .tables import (
+    CIL_METRICS,
+    MTIL_METRICS,
+    SYNTHETIC_METRICS,
+    comparison_table,
+    default_metrics,
+    latex_table,
+    metric_label,
+    missing_lines,
+)
 from .wandb_runs import NO_WANDB_SUMMARY
 
 __all__ = [
-    "CIL_METRICS", "CONFIG_FILE", "DEFAULT_VALUE", "DUPLICATE", "METRICS_FILE", "MTIL_METRICS", "NO_SUMMARY",
-    "NO_WANDB_SUMMARY", "STAT_SUFFIXES", "SUMMARY_FILE", "SYNTHETIC_METRICS", "NoFinishedRuns", "ReportError",
-    "aggregate", "check_numeric", "comparison_table", "default_metrics", "drop_duplicate_seeds", "find_runs",
-    "find_strays", "group_columns", "is_ignored_override", "latex_table", "load_runs", "main", "mean_matrices",
-    "metric_columns", "metric_label", "missing_lines", "parse_overrides", "plot_comparison", "read_metrics_rows",
-    "write_group_matrices", "write_report", "_file_safe",
+    "CIL_METRICS",
+    "CONFIG_FILE",
+    "DEFAULT_VALUE",
+    "DUPLICATE",
+    "METRICS_FILE",
+    "MTIL_METRICS",
+    "NO_SUMMARY",
+    "NO_WANDB_SUMMARY",
+    "STAT_SUFFIXES",
+    "SUMMARY_FILE",
+    "SYNTHETIC_METRICS",
+    "NoFinishedRuns",
+    "ReportError",
+    "aggregate",
+    "check_numeric",
+    "comparison_table",
+    "default_metrics",
+    "drop_duplicate_seeds",
+    "find_runs",
+    "find_strays",
+    "group_columns",
+    "is_ignored_override",
+    "latex_table",
+    "load_runs",
+    "main",
+    "mean_matrices",
+    "metric_columns",
+    "metric_label",
+    "missing_lines",
+    "parse_overrides",
+    "plot_comparison",
+    "read_metrics_rows",
+    "write_group_matrices",
+    "write_report",
+    "_file_safe",
 ]

@@ -1,5 +1,6 @@
 """Grouping finished runs by the configuration that changes results and aggregating their summaries
 over seeds (pandas ``groupby().agg``)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,8 +18,9 @@ def _group_candidates(runs: pd.DataFrame) -> list[str]:
     if GROUP_CANDIDATES_ATTR in runs.attrs:
         return [c for c in runs.attrs[GROUP_CANDIDATES_ATTR] if c in runs.columns]
     # e.g. a runs.csv read back: every text column except the identity ones
-    return [c for c in runs.columns
-            if c not in ("run", "method", "seed") and not pd.api.types.is_numeric_dtype(runs[c])]
+    return [
+        c for c in runs.columns if c not in ("run", "method", "seed") and not pd.api.types.is_numeric_dtype(runs[c])
+    ]
 
 
 def group_columns(runs: pd.DataFrame) -> list[str]:
@@ -30,8 +32,11 @@ def group_columns(runs: pd.DataFrame) -> list[str]:
 def metric_columns(runs: pd.DataFrame) -> list[str]:
     """Numeric summary columns of a runs table (everything except identity/group columns)."""
     skip = {"run", "method", "seed", *_group_candidates(runs)}
-    return [c for c in runs.columns if c not in skip and pd.api.types.is_numeric_dtype(runs[c])
-            and not pd.api.types.is_bool_dtype(runs[c])]
+    return [
+        c
+        for c in runs.columns
+        if c not in skip and pd.api.types.is_numeric_dtype(runs[c]) and not pd.api.types.is_bool_dtype(runs[c])
+    ]
 
 
 def aggregate(runs: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
@@ -79,8 +84,11 @@ def check_numeric(runs: pd.DataFrame, metrics: Sequence[str]) -> None:
             if bad:
                 problems.append(f"  {_display_path(str(run))}: {metric} = {value!r}")
     if problems:
-        raise ReportError("summary values that are not numbers (the table would silently leave them out):\n"
-                          + "\n".join(problems) + "\nFix: rerun those runs (resume=true) or remove them from the report.")
+        raise ReportError(
+            "summary values that are not numbers (the table would silently leave them out):\n"
+            + "\n".join(problems)
+            + "\nFix: rerun those runs (resume=true) or remove them from the report."
+        )
 
 
 DUPLICATE = "duplicate seed"
@@ -114,9 +122,15 @@ def drop_duplicate_seeds(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
             continue
         key = tuple(str(row[k]) for k in keys)
         if key in seen:
-            dropped.append({"run": row["run"], "method": row["method"], "seed": row["seed"],
-                            "reason": f"{DUPLICATE}: same configuration and seed as `{_display_path(seen[key])}` "
-                                      "(newer, counted instead)"})
+            dropped.append(
+                {
+                    "run": row["run"],
+                    "method": row["method"],
+                    "seed": row["seed"],
+                    "reason": f"{DUPLICATE}: same configuration and seed as `{_display_path(seen[key])}` "
+                    "(newer, counted instead)",
+                }
+            )
             continue
         seen[key] = row["run"]
         kept_rows.append(index)

@@ -1,4 +1,5 @@
 """``write_report``: find, load, aggregate, and write the report's files."""
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,12 @@ def _where(paths: Sequence[Path | str]) -> str:
     return ", ".join(str(p) for p in paths)
 
 
-def write_report(paths: Sequence[Path | str], out_dir: Path | str,
-                 metrics: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> dict:
+def write_report(
+    paths: Sequence[Path | str],
+    out_dir: Path | str,
+    metrics: Sequence[str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict:
     """Find and aggregate the runs under ``paths``; write ``report.md``, ``runs.csv``,
     ``summary.csv``, ``summary.tex``, ``comparison.png`` and, per group whose run folders
     have accuracy matrices, ``matrix_<group>.png`` (mean over seeds) into ``out_dir``. Returns
@@ -39,8 +44,10 @@ def write_report(paths: Sequence[Path | str], out_dir: Path | str,
     if runs.empty:
         if all(m["reason"] in (NO_SUMMARY, NO_WANDB_SUMMARY) for m in missing):
             raise NoFinishedRuns(f"no finished runs under {_where(paths)}: every run folder lacks summary.json")
-        raise NoFinishedRuns(f"no finished runs under {_where(paths)}: every run folder lacks summary.json "
-                             "or is unreadable\n" + "\n".join(missing_lines(missing)))
+        raise NoFinishedRuns(
+            f"no finished runs under {_where(paths)}: every run folder lacks summary.json "
+            "or is unreadable\n" + "\n".join(missing_lines(missing))
+        )
 
     agg = aggregate(runs)
     table_metrics = _resolve_metrics(agg, metrics)
@@ -48,8 +55,7 @@ def write_report(paths: Sequence[Path | str], out_dir: Path | str,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {name: out / name for name in
-             ("report.md", "runs.csv", "summary.csv", "summary.tex", "comparison.png")}
+    files = {name: out / name for name in ("report.md", "runs.csv", "summary.csv", "summary.tex", "comparison.png")}
     runs.to_csv(files["runs.csv"], index=False)
     agg.to_csv(files["summary.csv"], index=False)
     files["summary.tex"].write_text(latex_table(agg, table_metrics, labels), encoding="utf-8")
@@ -58,13 +64,17 @@ def write_report(paths: Sequence[Path | str], out_dir: Path | str,
     files.update((p.name, p) for p in matrix_files)
 
     n_values = sorted(set(agg["n"].astype(int)))
-    lines = ["# Run report", "",
-             f"{len(runs)} finished run(s) in {len(agg)} group(s), {len(missing)} missing or failed; "
-             f"from {', '.join(f'`{_display_path(str(p))}`' for p in paths)}.", "",
-             table, "",
-             "Cells: mean ± std over seeds (std with ddof=1; a single seed shows the mean only); "
-             "n: finished seeds. Δ: after the last stage minus zero-shot, in points.",
-             ]
+    lines = [
+        "# Run report",
+        "",
+        f"{len(runs)} finished run(s) in {len(agg)} group(s), {len(missing)} missing or failed; "
+        f"from {', '.join(f'`{_display_path(str(p))}`' for p in paths)}.",
+        "",
+        table,
+        "",
+        "Cells: mean ± std over seeds (std with ddof=1; a single seed shows the mean only); "
+        "n: finished seeds. Δ: after the last stage minus zero-shot, in points.",
+    ]
     if len(n_values) > 1:
         lines.append(f"**Groups differ in their number of seeds (n = {', '.join(map(str, n_values))}).**")
     lines += ["", "![trade-off and probes over stages](comparison.png)", ""]
@@ -74,11 +84,18 @@ def write_report(paths: Sequence[Path | str], out_dir: Path | str,
     if strays:
         lines += ["## Stray folders (no run in them: not counted)", "", *stray_lines(strays), ""]
     files["report.md"].write_text("\n".join(lines), encoding="utf-8")
-    return {"table": table, "missing": missing, "strays": [str(p) for p in strays],
-            "files": [str(p) for p in files.values()]}
+    return {
+        "table": table,
+        "missing": missing,
+        "strays": [str(p) for p in strays],
+        "files": [str(p) for p in files.values()],
+    }
 
 
 def stray_lines(strays: Sequence[Path | str]) -> list[str]:
     """One line per folder a job left without a run (a refused start, a torchrun rank's folder)."""
-    return [f"- `{_display_path(str(path))}`: no config or metrics (a start refused before it took the folder, "
-            "or a torchrun rank's own folder)" for path in strays]
+    return [
+        f"- `{_display_path(str(path))}`: no config or metrics (a start refused before it took the folder, "
+        "or a torchrun rank's own folder)"
+        for path in strays
+    ]

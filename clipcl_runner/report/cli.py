@@ -1,4 +1,5 @@
 """``clipcl-report``: the command line of the report."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="clipcl-report",
         description="Aggregate finished run folders (or sweep folders holding them) into a "
-                    "comparison table over seeds, CSV/LaTeX summaries and a trade-off plot.")
-    parser.add_argument("paths", nargs="+", type=Path,
-                        help="run folders, offline W&B runs (wandb/offline-run-*) or folders holding them")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: PATH/report for a single PATH, else ./report)")
-    parser.add_argument("--metrics", nargs="+", default=None,
-                        help="summary metrics for the table (default: the protocol's headline metrics)")
+        "comparison table over seeds, CSV/LaTeX summaries and a trade-off plot.",
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        help="run folders, offline W&B runs (wandb/offline-run-*) or folders holding them",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: PATH/report for a single PATH, else ./report)"
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=None,
+        help="summary metrics for the table (default: the protocol's headline metrics)",
+    )
     args = parser.parse_args(argv)
 
     out = args.out

@@ -1,4 +1,5 @@
 """The report's figures: the comparison figure and each group's mean accuracy matrix."""
+
 from __future__ import annotations
 
 import re
@@ -17,8 +18,7 @@ from .tables import metric_label
 def _group_label(keys: Sequence[str], values: Sequence) -> str:
     """'lwf (alpha=0.5)': the method plus the swept values it did not leave at the default."""
     label = str(values[0])
-    extra = [f"{k.removeprefix('method.')}={v}" for k, v in zip(keys[1:], values[1:])
-             if str(v) != DEFAULT_VALUE]
+    extra = [f"{k.removeprefix('method.')}={v}" for k, v in zip(keys[1:], values[1:]) if str(v) != DEFAULT_VALUE]
     return f"{label} ({', '.join(extra)})" if extra else label
 
 
@@ -29,8 +29,11 @@ LINESTYLES = ("-", "--", "-.", ":")
 
 def _row_value(row: dict, metric: str) -> float | None:
     if metric == STAGE_MEAN_TASK:
-        values = [v for k, v in row.items() if k.startswith("task/") and k.endswith("/acc")
-                  and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        values = [
+            v
+            for k, v in row.items()
+            if k.startswith("task/") and k.endswith("/acc") and isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         return float(np.mean(values)) if values else None
     value = row.get(metric)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -83,7 +86,8 @@ def comparison_metrics(runs: pd.DataFrame) -> tuple[str | None, str | None, str 
 
 def _label(metric: str) -> str:
     return {STAGE_MEAN_TASK: "mean acc over all tasks", "cil/acc": "acc on the classes seen so far"}.get(
-        metric, metric_label(metric))
+        metric, metric_label(metric)
+    )
 
 
 def _styles(groups: list[tuple], keys: Sequence[str]) -> tuple[dict, dict]:
@@ -94,8 +98,9 @@ def _styles(groups: list[tuple], keys: Sequence[str]) -> tuple[dict, dict]:
     options = list(dict.fromkeys(tuple(str(v) for v in values[1:]) for values in groups))
     cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
     colours = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
-    styles = {o: (MARKERS[i % len(MARKERS)], LINESTYLES[(i // len(MARKERS)) % len(LINESTYLES)])
-              for i, o in enumerate(options)}
+    styles = {
+        o: (MARKERS[i % len(MARKERS)], LINESTYLES[(i // len(MARKERS)) % len(LINESTYLES)]) for i, o in enumerate(options)
+    }
     return colours, styles
 
 
@@ -104,8 +109,13 @@ def _option_label(keys: Sequence[str], option: tuple) -> str:
     return ", ".join(parts) or "defaults"
 
 
-def plot_comparison(runs: pd.DataFrame, path: Path | str, x_metric: str | None = None,
-                    y_metric: str | None = None, probe_metric: str | None = None) -> Path:
+def plot_comparison(
+    runs: pd.DataFrame,
+    path: Path | str,
+    x_metric: str | None = None,
+    y_metric: str | None = None,
+    probe_metric: str | None = None,
+) -> Path:
     """Write ``comparison_figure`` to ``path`` (PNG)."""
     fig = comparison_figure(runs, x_metric, y_metric, probe_metric)
     path = Path(path)
@@ -114,8 +124,9 @@ def plot_comparison(runs: pd.DataFrame, path: Path | str, x_metric: str | None =
     return path
 
 
-def comparison_figure(runs: pd.DataFrame, x_metric: str | None = None, y_metric: str | None = None,
-                      probe_metric: str | None = None):
+def comparison_figure(
+    runs: pd.DataFrame, x_metric: str | None = None, y_metric: str | None = None, probe_metric: str | None = None
+):
     """Left: the trade-off (the protocol's two headline metrics, ``comparison_metrics``), one small
     translucent point per run and the group mean ±std as a large marker. Right: a metric over stages
     (mean over seeds, band = min-max across seeds). Colour = method, marker and line style = the swept
@@ -150,16 +161,34 @@ def comparison_figure(runs: pd.DataFrame, x_metric: str | None = None, y_metric:
             ax_trade.scatter(xs, ys, s=18, color=colour, marker=marker, alpha=0.35, linewidths=0, zorder=2)
             if xs.notna().any() and ys.notna().any():
                 sx, sy = (xs.std(ddof=1), ys.std(ddof=1)) if len(group) > 1 else (np.nan, np.nan)
-                ax_trade.errorbar(xs.mean(), ys.mean(), xerr=None if np.isnan(sx) else sx,
-                                  yerr=None if np.isnan(sy) else sy, fmt=marker, markersize=10, color=colour,
-                                  markeredgecolor="white", markeredgewidth=1.2, elinewidth=1.4, capsize=3, zorder=3)
+                ax_trade.errorbar(
+                    xs.mean(),
+                    ys.mean(),
+                    xerr=None if np.isnan(sx) else sx,
+                    yerr=None if np.isnan(sy) else sy,
+                    fmt=marker,
+                    markersize=10,
+                    color=colour,
+                    markeredgecolor="white",
+                    markeredgewidth=1.2,
+                    elinewidth=1.4,
+                    capsize=3,
+                    zorder=3,
+                )
         ax_trade.set_xlabel(f"{_label(x_metric)} (%)")
         ax_trade.set_ylabel(f"{_label(y_metric)} ({'points' if str(y_metric).startswith('delta/') else '%'})")
         ax_trade.set_title("small: one run; large: mean ± std over seeds", fontsize=10)
         ax_trade.margins(x=0.12, y=0.12)
     else:
-        ax_trade.text(0.5, 0.5, f"no {x_metric} / {y_metric} in the summaries", ha="center", va="center",
-                      transform=ax_trade.transAxes, color="#666666")
+        ax_trade.text(
+            0.5,
+            0.5,
+            f"no {x_metric} / {y_metric} in the summaries",
+            ha="center",
+            va="center",
+            transform=ax_trade.transAxes,
+            color="#666666",
+        )
         ax_trade.set_xticks([])
         ax_trade.set_yticks([])
 
@@ -194,8 +223,15 @@ def comparison_figure(runs: pd.DataFrame, x_metric: str | None = None, y_metric:
         ax_probe.set_ylabel(f"{_label(probe_metric)} (%)")
         ax_probe.set_title(f"{_label(probe_metric)} over stages (mean over seeds, band: min–max)", fontsize=10)
     else:
-        ax_probe.text(0.5, 0.5, f"no {_label(probe_metric) if probe_metric else 'probe'} in metrics.jsonl",
-                      ha="center", va="center", transform=ax_probe.transAxes, color="#666666")
+        ax_probe.text(
+            0.5,
+            0.5,
+            f"no {_label(probe_metric) if probe_metric else 'probe'} in metrics.jsonl",
+            ha="center",
+            va="center",
+            transform=ax_probe.transAxes,
+            color="#666666",
+        )
         ax_probe.set_xticks([])
         ax_probe.set_yticks([])
     for ax in (ax_trade, ax_probe):
@@ -207,16 +243,33 @@ def comparison_figure(runs: pd.DataFrame, x_metric: str | None = None, y_metric:
     if groups:
         handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=m) for m, c in colours.items()]
         columns = 1 if len(handles) <= 14 else 2
-        fig.legend(handles=handles, title="method (colour)", loc="outside right upper", frameon=False,
-                   fontsize=8.5, title_fontsize=9, ncols=columns)
+        fig.legend(
+            handles=handles,
+            title="method (colour)",
+            loc="outside right upper",
+            frameon=False,
+            fontsize=8.5,
+            title_fontsize=9,
+            ncols=columns,
+        )
         if len(styles) > 1:
-            opt = [Line2D([], [], color="#444444", marker=mk, linestyle=ls, label=_option_label(keys, o))
-                   for o, (mk, ls) in styles.items()]
-            fig.legend(handles=opt, title="swept option (marker)", loc="outside right lower", frameon=False,
-                       fontsize=8.5, title_fontsize=9, ncols=1 if len(opt) <= 14 else 2)
+            opt = [
+                Line2D([], [], color="#444444", marker=mk, linestyle=ls, label=_option_label(keys, o))
+                for o, (mk, ls) in styles.items()
+            ]
+            fig.legend(
+                handles=opt,
+                title="swept option (marker)",
+                loc="outside right lower",
+                frameon=False,
+                fontsize=8.5,
+                title_fontsize=9,
+                ncols=1 if len(opt) <= 14 else 2,
+            )
         counts = sorted({len(group) for _, group in groups})
-        fig.suptitle(f"{len(groups)} group(s), {len(runs)} run(s); seeds per group: "
-                     f"{', '.join(map(str, counts))}", fontsize=11)
+        fig.suptitle(
+            f"{len(groups)} group(s), {len(runs)} run(s); seeds per group: {', '.join(map(str, counts))}", fontsize=11
+        )
     return fig
 
 
@@ -228,8 +281,10 @@ def _read_matrix(run_dir: Path) -> pd.DataFrame | None:
         matrix = pd.read_csv(path, index_col=0)
         matrix = matrix.apply(pd.to_numeric)  # every cell a number (or empty = NaN)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path} is not an accuracy matrix ({str(exc).splitlines()[0][:200]}).\n"
-                          "Fix: restore it from the run's metrics.jsonl (rerun with resume=true) or delete it.") from None
+        raise ReportError(
+            f"{path} is not an accuracy matrix ({str(exc).splitlines()[0][:200]}).\n"
+            "Fix: restore it from the run's metrics.jsonl (rerun with resume=true) or delete it."
+        ) from None
     if matrix.empty:
         raise ReportError(f"{path} is an empty accuracy matrix.\nFix: delete it or restore it.")
     matrix.index = matrix.index.astype(str)
@@ -284,12 +339,12 @@ def write_group_matrices(runs: pd.DataFrame, out: Path) -> tuple[list[Path], lis
             continue
         label = _group_label(keys, values)
         n = len(mean.attrs["runs"])
-        path = plot_matrix(mean, out / f"matrix_{_file_safe(label)}.png",
-                           title=f"{label}: mean over {n} seed{'s' if n != 1 else ''}")
+        path = plot_matrix(
+            mean, out / f"matrix_{_file_safe(label)}.png", title=f"{label}: mean over {n} seed{'s' if n != 1 else ''}"
+        )
         files.append(path)
         lines += [f"### {label} (n={n})", "", f"![{label} accuracy matrix]({path.name})", ""]
-        lines += [f"- left out (matrix of another shape): `{_display_path(run)}`"
-                  for run in mean.attrs["skipped"]]
+        lines += [f"- left out (matrix of another shape): `{_display_path(run)}`" for run in mean.attrs["skipped"]]
         if mean.attrs["skipped"]:
             lines.append("")
     return files, lines

@@ -3,6 +3,7 @@ run with its method, seed, the configuration columns that decide its results, an
 
 Run folders whose files say nothing (no config: a start refused before the run folder was taken, a
 torchrun rank's own folder) are strays, listed apart from the failed runs."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ import pandas as pd
 import yaml
 
 from ..run_names import is_ignored_override, parse_overrides
-from .wandb_runs import (NO_WANDB_SUMMARY, _is_wandb_run, _wandb_config, _wandb_finished_summary, _wandb_rows,
-                         _wandb_run_id)
+from .wandb_runs import (
+    NO_WANDB_SUMMARY,
+    _is_wandb_run,
+    _wandb_config,
+    _wandb_finished_summary,
+    _wandb_rows,
+    _wandb_run_id,
+)
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
@@ -106,8 +113,11 @@ def find_strays(paths: Sequence[Path | str]) -> list[Path]:
                 dirnames[:] = []
                 continue
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "wandb")
-            if here != root and not dirnames and any(
-                    name.endswith(".log") or name in STRAY_MARKERS for name in filenames):
+            if (
+                here != root
+                and not dirnames
+                and any(name.endswith(".log") or name in STRAY_MARKERS for name in filenames)
+            ):
                 strays.setdefault(here.resolve(), here)
     return sorted(strays.values(), key=_natural_key)
 
@@ -225,16 +235,27 @@ def load_runs(run_dirs: Iterable[Path | str]) -> tuple[pd.DataFrame, list[dict]]
         method, seed = "unknown", None
         is_wandb = _is_wandb_run(run_dir)
         try:
-            method, seed, config_cols, override_cols = (
-                _wandb_identity(run_dir) if is_wandb else _identity(run_dir))
+            method, seed, config_cols, override_cols = _wandb_identity(run_dir) if is_wandb else _identity(run_dir)
             summary = _wandb_finished_summary(run_dir) if is_wandb else _folder_summary(run_dir)
             if summary is None:
-                missing.append({"run": str(run_dir), "method": method, "seed": seed,
-                                "reason": NO_WANDB_SUMMARY if is_wandb else NO_SUMMARY})
+                missing.append(
+                    {
+                        "run": str(run_dir),
+                        "method": method,
+                        "seed": seed,
+                        "reason": NO_WANDB_SUMMARY if is_wandb else NO_SUMMARY,
+                    }
+                )
                 continue
         except Exception as exc:  # noqa: BLE001 - any broken file makes the run "unreadable"
-            missing.append({"run": str(run_dir), "method": method, "seed": seed,
-                            "reason": f"unreadable: {type(exc).__name__}: {exc}"})
+            missing.append(
+                {
+                    "run": str(run_dir),
+                    "method": method,
+                    "seed": seed,
+                    "reason": f"unreadable: {type(exc).__name__}: {exc}",
+                }
+            )
             continue
         record = {"run": str(run_dir), "method": method, "seed": seed, **config_cols, **override_cols}
         for key in (*config_cols, *override_cols):

@@ -1,4 +1,5 @@
 """The comparison table (Markdown and LaTeX) and the protocols' headline metrics and labels."""
+
 from __future__ import annotations
 
 import math
@@ -62,7 +63,7 @@ def metric_label(metric: str) -> str:
     'delta/ret/coco/i2t_r1' -> 'Δ coco i2t R@1'."""
     if metric in KNOWN_LABELS:
         return KNOWN_LABELS[metric]
-    prefix, name = ("Δ ", metric[len("delta/"):]) if metric.startswith("delta/") else ("", metric)
+    prefix, name = ("Δ ", metric[len("delta/") :]) if metric.startswith("delta/") else ("", metric)
     parts = name.split("/")
     if len(parts) == 3 and parts[0] == "zs" and parts[2] == "acc":
         return f"{prefix}{parts[1]}"
@@ -93,8 +94,7 @@ def _cell(agg_row: pd.Series, metric: str, pm: str = "±") -> str:
     return text
 
 
-def _display_table(agg: pd.DataFrame, metrics: Sequence[str], labels: dict | None,
-                   pm: str = "±") -> pd.DataFrame:
+def _display_table(agg: pd.DataFrame, metrics: Sequence[str], labels: dict | None, pm: str = "±") -> pd.DataFrame:
     labels = {**{m: metric_label(m) for m in metrics}, **(labels or {})}
     groups = _agg_group_columns(agg)
     table = pd.DataFrame({g: agg[g].astype(str) for g in groups})
@@ -114,32 +114,41 @@ def _resolve_metrics(agg: pd.DataFrame, metrics: Sequence[str] | None) -> list[s
     return list(metrics)
 
 
-def comparison_table(agg: pd.DataFrame, metrics: Sequence[str] | None = None,
-                     labels: dict[str, str] | None = None) -> str:
+def comparison_table(
+    agg: pd.DataFrame, metrics: Sequence[str] | None = None, labels: dict[str, str] | None = None
+) -> str:
     """Markdown table: one row per group, each cell ``mean ± std`` over seeds with one
     decimal (just the mean when n=1; "(n=k)" when only k seeds have that metric), then ``n``."""
     metrics = _resolve_metrics(agg, metrics)
     table = _display_table(agg, metrics, labels)
     header = list(table.columns)
     right = [False] * len(_agg_group_columns(agg)) + [True] * (len(header) - len(_agg_group_columns(agg)))
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\^{}",
+}
 
 
 def _latex_escape(text: str) -> str:
     text = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-    return (text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--"))
+    return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("–", "--")
 
 
-def latex_table(agg: pd.DataFrame, metrics: Sequence[str] | None = None,
-                labels: dict[str, str] | None = None) -> str:
+def latex_table(agg: pd.DataFrame, metrics: Sequence[str] | None = None, labels: dict[str, str] | None = None) -> str:
     """The comparison table as a LaTeX tabular (booktabs), pdflatex-safe (``$\\pm$``,
     ``$\\Delta$``). Uses pandas ``to_latex`` when jinja2 is there, else builds it by hand."""
     metrics = _resolve_metrics(agg, metrics)
@@ -151,8 +160,7 @@ def latex_table(agg: pd.DataFrame, metrics: Sequence[str] | None = None,
     try:
         return table.to_latex(index=False, escape=False, column_format=column_format)
     except ImportError:  # pandas' Styler needs jinja2
-        lines = [rf"\begin{{tabular}}{{{column_format}}}", r"\toprule",
-                 " & ".join(table.columns) + r" \\", r"\midrule"]
+        lines = [rf"\begin{{tabular}}{{{column_format}}}", r"\toprule", " & ".join(table.columns) + r" \\", r"\midrule"]
         lines += [" & ".join(row) + r" \\" for row in table.astype(str).itertuples(index=False)]
         lines += [r"\bottomrule", r"\end{tabular}", ""]
         return "\n".join(lines)
@@ -161,5 +169,4 @@ def latex_table(agg: pd.DataFrame, metrics: Sequence[str] | None = None,
 def missing_lines(missing: Sequence[dict]) -> list[str]:
     if not missing:
         return ["none"]
-    return [f"- `{_display_path(m['run'])}` (method {m['method']}, seed {m['seed']}): {m['reason']}"
-            for m in missing]
+    return [f"- `{_display_path(m['run'])}` (method {m['method']}, seed {m['seed']}): {m['reason']}" for m in missing]

@@ -1,6 +1,7 @@
 """Offline W&B runs as report input, for runs whose run folder was lost (only ``wandb/`` was copied
 off a cluster): recognised by their folder, read with ``tracking.read_offline_run`` (no network),
 once per run and report."""
+
 from __future__ import annotations
 
 import functools
@@ -18,8 +19,7 @@ NO_WANDB_SUMMARY = "W&B run has no summary (unfinished or failed)"
 
 
 def _is_wandb_run(path: Path) -> bool:
-    return (path.name.startswith(WANDB_RUN_PREFIXES) and path.is_dir()
-            and any(path.glob("run-*.wandb")))
+    return path.name.startswith(WANDB_RUN_PREFIXES) and path.is_dir() and any(path.glob("run-*.wandb"))
 
 
 def _wandb_run_id(path: Path) -> str:
@@ -27,7 +27,7 @@ def _wandb_run_id(path: Path) -> str:
     return path.name.rsplit("-", 1)[-1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_wandb(path: str) -> dict:
     """``read_offline_run``, once per W&B run and report: each read starts two
     ``wandb leet inspect`` subprocesses, and the plot asks for the rows again."""
@@ -40,15 +40,17 @@ def _wandb_rows(run_dir: Path) -> list[dict]:
     """The W&B run's evaluation rows, shaped like ``metrics.jsonl`` rows: only rows with a
     ``stage`` (matrix tables and figures are logged without), W&B's own ``_step`` etc. dropped."""
     history = _read_wandb(str(run_dir.resolve()))["history"]
-    return [{k: v for k, v in row.items() if not k.startswith("_")}
-            for row in history if row.get("stage") is not None]
+    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in history if row.get("stage") is not None]
 
 
 def _wandb_summary(summary: dict) -> dict:
     """The results in a W&B summary: without W&B's ``_step``/``_runtime``/..., the last
     row's stage bookkeeping and logged tables/images (dicts), which are not metrics."""
-    return {k: v for k, v in summary.items()
-            if not k.startswith("_") and k not in WANDB_ROW_KEYS and not isinstance(v, (dict, list))}
+    return {
+        k: v
+        for k, v in summary.items()
+        if not k.startswith("_") and k not in WANDB_ROW_KEYS and not isinstance(v, (dict, list))
+    }
 
 
 def _wandb_config(run_dir: Path) -> dict:
