@@ -11,10 +11,11 @@ stream's position -- the number of samples handed to the loss, not the number pr
 saved in mid-stage checkpoints, so a resumed stage continues with exactly the batches an
 uninterrupted one would have drawn.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
@@ -65,8 +66,9 @@ class EndlessShuffle(Sampler[int]):
 class AuxiliaryStream:
     """Batches of one auxiliary dataset, with a resumable position."""
 
-    def __init__(self, name: str, spec: Auxiliary, seed: int, num_workers: int, pin_memory: bool,
-                 batch_size: int | None = None):
+    def __init__(
+        self, name: str, spec: Auxiliary, seed: int, num_workers: int, pin_memory: bool, batch_size: int | None = None
+    ):
         if spec.batch_size is None and batch_size is None:
             raise ValueError(f"auxiliary stream '{name}' has no batch size (Auxiliary.batch_size or the trainer's)")
         self.name, self.spec, self.seed = name, spec, seed
@@ -78,8 +80,12 @@ class AuxiliaryStream:
     def _loader(self) -> DataLoader:
         sampler = EndlessShuffle(len(self.spec.dataset), self.seed, self.position)
         return DataLoader(
-            self.spec.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            self.spec.dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # never draw from the global RNG
             worker_init_fn=ignore_stop_signals,  # the main process owns SIGTERM/SIGINT (it checkpoints)
         )
@@ -100,8 +106,9 @@ class AuxiliaryStream:
         self.position, self._iterator = int(state["position"]), None
 
 
-def open_streams(specs: dict[str, Auxiliary], seed: int, num_workers: int, pin_memory: bool,
-                 batch_size: int | None = None) -> dict[str, AuxiliaryStream]:
+def open_streams(
+    specs: dict[str, Auxiliary], seed: int, num_workers: int, pin_memory: bool, batch_size: int | None = None
+) -> dict[str, AuxiliaryStream]:
     """One stream per declared dataset; each gets its own seed so two streams never share an order.
     ``batch_size``: the training (global) batch size, for streams that declare none."""
     return {

@@ -10,6 +10,7 @@ Both hold tensors and plain containers only and load with ``weights_only=True``:
 copied from someone else cannot run code on ``resume=true`` (docs/run_folder.md). Each also
 records the run's identity config (``"config"``), so a resume under a different config is refused.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,9 +47,11 @@ def load_file(path: Path | str, mmap: bool = False) -> dict:
     """A checkpoint file, tensors and plain containers only; any other content is refused, never executed.
     ``mmap``: tensors are read from the file only when used (to look at a checkpoint's config)."""
     path = Path(path)
-    fix = (f"Fix: delete {path.name} to resume from the checkpoint before it"
-           if path.name == MID_STAGE else
-           f"Fix: delete {path.parent} and resume=true to restart from the beginning, or use overwrite=true")
+    fix = (
+        f"Fix: delete {path.name} to resume from the checkpoint before it"
+        if path.name == MID_STAGE
+        else f"Fix: delete {path.parent} and resume=true to restart from the beginning, or use overwrite=true"
+    )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:  # weights_only refused a type: a crafted or foreign file
@@ -57,7 +60,9 @@ def load_file(path: Path | str, mmap: bool = False) -> dict:
             f"(loading it could run code).\n{fix} (or retrain from a trusted copy). Details: {str(exc)[:300]}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc)[:300]}).\n{fix}.") from None
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc)[:300]}).\n{fix}."
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a clipcl checkpoint (a {type(state).__name__}, not a dict).\n{fix}.")
     return state

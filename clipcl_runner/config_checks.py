@@ -5,6 +5,7 @@ one message naming each key; ``identity`` is the part of a config that decides a
 (what a resume must not change); ``config_diff`` lists the keys where two identities differ.
 This module must stay import-light: ``clipcl`` calls it before torch is imported.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -17,9 +18,21 @@ from omegaconf import DictConfig, OmegaConf
 
 # Settings a resumed run may change: where things are, how fast, how it is logged or stopped.
 RESUMABLE_KEYS = (
-    "paths", "logger", "hydra", "resume", "overwrite", "resume_allow_config_change",
-    "trainer.device", "trainer.threads", "trainer.num_workers", "trainer.progress", "trainer.checkpoint",
-    "trainer.checkpoint_every_steps", "trainer.stop_after_stage", "trainer.decoded_cache", "eval.decoded_cache",
+    "paths",
+    "logger",
+    "hydra",
+    "resume",
+    "overwrite",
+    "resume_allow_config_change",
+    "trainer.device",
+    "trainer.threads",
+    "trainer.num_workers",
+    "trainer.progress",
+    "trainer.checkpoint",
+    "trainer.checkpoint_every_steps",
+    "trainer.stop_after_stage",
+    "trainer.decoded_cache",
+    "eval.decoded_cache",
 )
 # Values that are locations (they interpolate a path or the environment), wherever they sit.
 LOCATION_MARKERS = ("${paths.", "${oc.env:", "${hydra:")
@@ -66,8 +79,11 @@ def config_diff(before: Mapping, after: Mapping) -> list[str]:
     """``key: before -> after`` for each key whose value differs (``<absent>`` for a missing key)."""
     old, new = _flatten(before), _flatten(after)
     missing = "<absent>"
-    return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
-            for key in sorted(set(old) | set(new)) if old.get(key, missing) != new.get(key, missing)]
+    return [
+        f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, missing) != new.get(key, missing)
+    ]
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -121,8 +137,10 @@ def _check_values(cfg: DictConfig) -> list[str]:
             problems.append(f"{key}={value!r}: must be true or false.")
     model = _select(cfg, "model", default={}) or {}
     if "pretrain" in model and "synthetic_clip" not in str(model.get("_target_", "")):
-        problems.append("model.pretrain is set (by experiment=synthetic_* or an override) but only model=synthetic "
-                        "is pretrained here: drop the experiment preset or use model=synthetic.")
+        problems.append(
+            "model.pretrain is set (by experiment=synthetic_* or an override) but only model=synthetic "
+            "is pretrained here: drop the experiment preset or use model=synthetic."
+        )
     return problems
 
 
@@ -156,15 +174,22 @@ def _check_paths(cfg: DictConfig) -> list[str]:
             if not os.access(cache, os.W_OK):
                 raise PermissionError(13, "Permission denied")
         except OSError as exc:
-            problems.append(f"paths.cache_dir={cache}: cannot create or write {cache} ({exc.strerror or exc}). "
-                            "Set paths.cache_dir (or CLIPCL_CACHE) to a writable folder.")
+            problems.append(
+                f"paths.cache_dir={cache}: cannot create or write {cache} ({exc.strerror or exc}). "
+                "Set paths.cache_dir (or CLIPCL_CACHE) to a writable folder."
+            )
     data = _select(cfg, "paths.data_dir")
     raw = OmegaConf.to_container(cfg, resolve=False)
-    users = [key for key, value in _flatten({k: v for k, v in raw.items() if k != "paths"}).items()
-             if isinstance(value, str) and "${paths.data_dir}" in value]
+    users = [
+        key
+        for key, value in _flatten({k: v for k, v in raw.items() if k != "paths"}).items()
+        if isinstance(value, str) and "${paths.data_dir}" in value
+    ]
     if data and users and not Path(data).is_dir():
-        problems.append(f"paths.data_dir={data}: no such folder (read by {', '.join(users[:3])}). "
-                        "Set paths.data_dir (or CLIPCL_DATA) to the folder holding the datasets.")
+        problems.append(
+            f"paths.data_dir={data}: no such folder (read by {', '.join(users[:3])}). "
+            "Set paths.data_dir (or CLIPCL_DATA) to the folder holding the datasets."
+        )
     return problems
 
 

@@ -8,6 +8,7 @@ evaluation set, and the features are gathered so that all ranks compute the same
 Only rank 0 writes the run folder, checkpoints and the W&B run. A single process (no such
 environment) is ``world_size == 1`` and nothing here does anything.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,10 +3,11 @@
 Image features are computed once per dataset per evaluation and shared by every head that
 uses that dataset; zero-shot heads come from open_clip's batched classifier builder.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,8 @@ from .data.decoded import decoded
 from .data.stages import ClassificationProbe, RetrievalProbe, Stage
 from .precision import autocast, evaluation_precision
 from .preemption import ignore_stop_signals
-from .text_encoding import encode_text, used_length
 from .retrieval import folded_recall, recall_at_k
+from .text_encoding import encode_text, used_length
 
 log = logging.getLogger(__name__)
 TASK_HEADS = ("stage", "seen", "all")
@@ -68,8 +69,13 @@ class Evaluator:
         length, world = len(dataset), distributed.world()
         if world.distributed:
             dataset = Subset(dataset, distributed.shard(length))
-        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda", worker_init_fn=ignore_stop_signals)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=ignore_stop_signals,
+        )
         features, labels = [], []
         for images, targets in loader:
             with autocast(self.precision, self.device):
@@ -86,8 +92,10 @@ class Evaluator:
         the same prompts and captions come back at every evaluation."""
         key = tuple(texts)
         if key not in self._tokens:
-            chunks = [self.tokenizer(list(texts[start : start + self.batch_size]))
-                      for start in range(0, len(texts), self.batch_size)]
+            chunks = [
+                self.tokenizer(list(texts[start : start + self.batch_size]))
+                for start in range(0, len(texts), self.batch_size)
+            ]
             self._tokens[key] = [(tokens, used_length(tokens)) for tokens in chunks]
         return self._tokens[key]
 

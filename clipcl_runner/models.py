@@ -3,14 +3,15 @@
 Everything goes through open_clip's public API (``create_model``, ``get_tokenizer``,
 ``image_transform``); we never edit or copy its source, we only wrap its models.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import open_clip
 import torch
@@ -77,7 +78,7 @@ def _tag_is_cached(model_name: str, pretrained: str, cache_dir: str | None) -> b
     from huggingface_hub import try_to_load_from_cache
 
     repo_id, filename = os.path.split(hub)
-    for candidate in ([filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]):
+    for candidate in [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
         found = try_to_load_from_cache(repo_id, candidate, cache_dir=cache_dir)
         if isinstance(found, str):
             return True
@@ -165,7 +166,10 @@ def load_open_clip(
             raise PretrainedWeightsMissing(_weights_hint(name, pretrained, cache_dir))
     try:
         model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained if load_weights else None, cache_dir=cache_dir, device=device,
+            name,
+            pretrained=pretrained if load_weights else None,
+            cache_dir=cache_dir,
+            device=device,
             force_quick_gelu=bool(wanted),
         )
     except RuntimeError as error:

@@ -6,6 +6,7 @@ non-blocking file lock, one slot per visible GPU, and holds it until it exits, s
 on N GPUs never share one whatever order they finish in. On a CPU machine every job gets
 ``threads`` torch threads instead, so parallel jobs do not oversubscribe the cores.
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -3,6 +3,7 @@
 ``auto`` means bf16 autocast on CUDA and fp32 on CPU. fp16 needs a gradient scaler; bf16
 does not. CPU autocast is slower than fp32 for these models, so CPU always runs fp32.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -12,6 +12,7 @@ The main process owns shutdown: DataLoader workers must ignore SIGTERM and SIGIN
 (``ignore_stop_signals`` as their ``worker_init_fn``), otherwise they die first and PyTorch raises
 "DataLoader worker killed" in the main process wherever it is, even half way through a checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,11 @@ class StopRequest:
     def _flag(self, signum, frame) -> None:
         if signum == signal.SIGINT and self.signum == signal.SIGINT:  # Ctrl-C twice: stop now
             raise KeyboardInterrupt
-        log.warning("received %s: will checkpoint at the next step boundary%s", signal.Signals(signum).name,
-                    " (Ctrl-C again to stop without it)" if signum == signal.SIGINT else "")
+        log.warning(
+            "received %s: will checkpoint at the next step boundary%s",
+            signal.Signals(signum).name,
+            " (Ctrl-C again to stop without it)" if signum == signal.SIGINT else "",
+        )
         self.signum = signum
 
     def hand_over(self) -> None:

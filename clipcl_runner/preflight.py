@@ -10,6 +10,7 @@ Every problem of every job is printed at the end, grouped (a missing dataset sha
 is one line), so a cluster user fixes everything in one pass instead of one failed job at a
 time. The exit code is 1 when anything is missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,7 +103,11 @@ def shape_only_clip(cfg: DictConfig, plan: JobPlan):
     mean = tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
     std = tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
     return ClipBundle(
-        model=model, tokenizer=open_clip.get_tokenizer(name), name=name, image_mean=mean, image_std=std,
+        model=model,
+        tokenizer=open_clip.get_tokenizer(name),
+        name=name,
+        image_mean=mean,
+        image_std=std,
         preprocess_train=open_clip.image_transform(size, is_train=True, mean=mean, std=std),
         preprocess_eval=open_clip.image_transform(size, is_train=False, mean=mean, std=std),
     )
@@ -155,8 +160,13 @@ def data_problems(cfg: DictConfig, clip, plan: JobPlan) -> None:
         plan.stages = len(stages)
         batch = int(cfg.trainer.batch_size)
         trains = cfg.method.get("_target_", "").rsplit(".", 1)[-1] != "ZeroShot"
-        plan.steps = 0 if not trains else sum(
-            stage.iterations or (stage.epochs or 0) * max(1, math.ceil(len(stage.train) / batch)) for stage in stages
+        plan.steps = (
+            0
+            if not trains
+            else sum(
+                stage.iterations or (stage.epochs or 0) * max(1, math.ceil(len(stage.train) / batch))
+                for stage in stages
+            )
         )
     for name, builder in (cfg.eval.get("probes") or {}).items():
         if builder is not None:
@@ -220,15 +230,21 @@ def report(plans: list[JobPlan], output_dir: Path) -> str:
         steps = "?" if plan.steps is None else f"{plan.steps:,}"
         size = "?" if plan.checkpoint_bytes is None else human_bytes(plan.checkpoint_bytes)
         status = f"{len(plan.problems)} problem(s)" if plan.problems else "ok"
-        lines.append(f"  {number:>3}  {' '.join(plan.overrides) or '(defaults)':<{width}}  "
-                     f"{plan.stages if plan.stages is not None else '?':>6}  {steps:>9}  {size:>10}  {status}")
+        lines.append(
+            f"  {number:>3}  {' '.join(plan.overrides) or '(defaults)':<{width}}  "
+            f"{plan.stages if plan.stages is not None else '?':>6}  {steps:>9}  {size:>10}  {status}"
+        )
     known = [plan.steps for plan in plans if plan.steps is not None]
-    total_steps = f"{sum(known):,}" + (f" (+ {len(plans) - len(known)} jobs unknown)" if len(known) < len(plans) else "")
+    total_steps = f"{sum(known):,}" + (
+        f" (+ {len(plans) - len(known)} jobs unknown)" if len(known) < len(plans) else ""
+    )
     disk = sum(plan.checkpoint_bytes or 0 for plan in plans)
     existing = nearest_existing(output_dir)
     free = shutil.disk_usage(existing).free
-    lines.append(f"Steps in all: {total_steps}. Checkpoints while running: up to {human_bytes(disk)} "
-                 f"({CHECKPOINT_COPIES} x fp32 weights per job); free under {existing}: {human_bytes(free)}.")
+    lines.append(
+        f"Steps in all: {total_steps}. Checkpoints while running: up to {human_bytes(disk)} "
+        f"({CHECKPOINT_COPIES} x fp32 weights per job); free under {existing}: {human_bytes(free)}."
+    )
     if disk > free:
         lines.append(f"NOT ENOUGH DISK: the sweep's checkpoints need {human_bytes(disk)} under {output_dir}.")
     notes = grouped(plans, "notes")

@@ -4,6 +4,7 @@ Plain numpy, no pandas: the runner imports this module, and pandas is a report-s
 (the GPU image, for one, has no pandas). ``AccuracyMatrix`` offers the few DataFrame methods the
 run's tracker and plots use, and ``to_pandas()`` for everything else.
 """
+
 from __future__ import annotations
 
 import csv

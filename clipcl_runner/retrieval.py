@@ -21,7 +21,7 @@ they remain candidates (distractors) for text->image.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -34,9 +34,7 @@ def _check(image_features, text_features, text_to_image):
     if image_features.ndim != 2 or text_features.ndim != 2:
         raise ValueError("features must be 2-D (N, D)")
     if image_features.shape[1] != text_features.shape[1]:
-        raise ValueError(
-            f"feature sizes differ: images {image_features.shape[1]}, texts {text_features.shape[1]}"
-        )
+        raise ValueError(f"feature sizes differ: images {image_features.shape[1]}, texts {text_features.shape[1]}")
     n_img, n_txt = image_features.shape[0], text_features.shape[0]
     if n_img == 0 or n_txt == 0:
         raise ValueError(f"need at least one image and one caption, got {n_img} and {n_txt}")

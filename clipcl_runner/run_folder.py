@@ -18,6 +18,7 @@ Layout (see docs/run_folder.md)::
     wandb_run_id.txt, wandb_logged.json, wandb/   the W&B run id, the rows it holds, its offline log
     checkpoints/last.pt      after every stage;  checkpoints/mid_stage.pt  inside a stage
 """
+
 from __future__ import annotations
 
 import errno
@@ -183,8 +184,12 @@ def clear_results(run_dir: Path | str) -> None:
 
 # -- one writer -----------------------------------------------------------------------------
 def holder_record() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.time(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
 
 
 def describe_holder(record: dict) -> str:
@@ -207,7 +212,7 @@ class RunLock:
         self.path = Path(run_dir) / LOCK
         self.fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -241,7 +246,7 @@ class RunLock:
         os.close(self.fd)  # closing the descriptor releases the flock
         self.fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire() if self.fd is None else self
 
     def __exit__(self, *exc) -> bool:

@@ -4,6 +4,7 @@ The checkpoint lives in ``<cache_dir>/<key>/`` where the key hashes the pretrain
 the architecture, so changing either pretrains anew and never reuses a stale file. Loading
 goes through open_clip's normal ``pretrained=<file>`` path.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,10 +23,10 @@ from tqdm.auto import tqdm
 
 from .data.stages import normalise_uint8
 from .data.synthetic import pretraining_set
+from .models import MODEL_CONFIG_DIR, ClipBundle, clamp_logit_scale, load_open_clip, register_model_configs
+from .run_folder import atomic_write
 from .text_encoding import encode_text, used_length
 from .trainer import cosine_with_warmup
-from .run_folder import atomic_write
-from .models import MODEL_CONFIG_DIR, ClipBundle, clamp_logit_scale, load_open_clip, register_model_configs
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "SynthCLIP-RN-Tiny"
@@ -126,7 +127,9 @@ def ensure_checkpoint(pretrain_cfg: dict, cache_dir: str | Path, progress: bool 
             log.warning(
                 "No cached synthetic CLIP for this pretraining config at %s: pretraining it now "
                 "(%d images x %d epochs; cached for every later run).",
-                checkpoint, pretrain_cfg.get("num_images", 0), pretrain_cfg.get("epochs", 0),
+                checkpoint,
+                pretrain_cfg.get("num_images", 0),
+                pretrain_cfg.get("epochs", 0),
             )
             pretrain(checkpoint, progress=progress, **pretrain_cfg)
             atomic_write(checkpoint.parent / "pretrain.json", json.dumps(pretrain_cfg, indent=2, sort_keys=True))

@@ -9,6 +9,7 @@ positional embedding and attention mask are passed in with ``torch.func.function
 gradients reach the model's own parameters. Other towers (Hugging Face text models, other
 pooling, no causal mask) run open_clip's ``encode_text`` unchanged.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,7 +43,9 @@ def used_length(tokens: torch.Tensor) -> int:
     return int(tokens.argmax(dim=-1).max()) + 1
 
 
-def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = True, length: int | None = None) -> torch.Tensor:
+def encode_text(
+    model: nn.Module, tokens: torch.Tensor, normalize: bool = True, length: int | None = None
+) -> torch.Tensor:
     """``model.encode_text(tokens)`` computed on the first ``length`` positions (default: up to the last EOT)."""
     if not can_cut(model):
         return model.encode_text(tokens, normalize=normalize)
@@ -60,4 +63,6 @@ def encode_frozen(model: nn.Module, tokens: torch.Tensor, device: torch.device, 
     """Normalised features of many token rows (host tensors) without gradient, ``chunk`` rows at a time:
     a teacher's embeddings of a vocabulary or reference sentences, computed once."""
     with torch.no_grad():
-        return torch.cat([encode_text(model, part.to(device), length=used_length(part)) for part in tokens.split(chunk)])
+        return torch.cat(
+            [encode_text(model, part.to(device), length=used_length(part)) for part in tokens.split(chunk)]
+        )

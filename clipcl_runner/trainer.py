@@ -6,12 +6,13 @@ global RNG (random-token texts, dropout) is saved with the step and restored wit
 Exactness needs deterministic transforms or ``num_workers=0``: random augmentations in
 worker processes make a resumed run statistically, not bitwise, equal.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ class TrainSettings:
     CONFIG_KEYS = {"find_unused_parameters": "ddp_find_unused_parameters"}
 
     @classmethod
-    def from_config(cls, trainer_cfg, precision: str) -> "TrainSettings":
+    def from_config(cls, trainer_cfg, precision: str) -> TrainSettings:
         """The settings of ``cfg.trainer`` with the resolved ``precision``; keys absent from the
         config keep their defaults here."""
         values = {}
@@ -152,16 +153,24 @@ class StageTraining:
             )
         self.drop_last = len(stage.train) > settings.batch_size if settings.drop_last is None else settings.drop_last
         if self.drop_last and len(stage.train) < settings.batch_size:
-            raise ValueError(f"trainer.drop_last=true drops every batch of stage {stage.name}: its {len(stage.train)} "
-                             f"images are fewer than trainer.batch_size={settings.batch_size}; use trainer.drop_last=null.")
+            raise ValueError(
+                f"trainer.drop_last=true drops every batch of stage {stage.name}: its {len(stage.train)} "
+                f"images are fewer than trainer.batch_size={settings.batch_size}; use trainer.drop_last=null."
+            )
         if world.distributed and settings.drop_last is False:
-            raise ValueError("trainer.drop_last=false keeps a partial batch, which distributed training cannot split "
-                             "evenly over the processes: use trainer.drop_last=null.")
+            raise ValueError(
+                "trainer.drop_last=false keeps a partial batch, which distributed training cannot split "
+                "evenly over the processes: use trainer.drop_last=null."
+            )
         self.sampler = EpochShuffle(len(stage.train), seed, settings.batch_size, world.rank, world.size)
         train = decoded(stage.train, settings.num_workers) if settings.decoded_cache else stage.train
         self.loader = DataLoader(
-            train, batch_size=settings.batch_size // world.size, sampler=self.sampler, drop_last=self.drop_last,
-            num_workers=settings.num_workers, pin_memory=run.device.type == "cuda",
+            train,
+            batch_size=settings.batch_size // world.size,
+            sampler=self.sampler,
+            drop_last=self.drop_last,
+            num_workers=settings.num_workers,
+            pin_memory=run.device.type == "cuda",
             persistent_workers=settings.num_workers > 0,  # no worker restart at every epoch
             # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG
             # at every epoch start, which would shift the global stream of a run resumed mid-epoch.
@@ -178,15 +187,25 @@ class StageTraining:
         # decoded in workers ahead of the step, its position in mid-stage checkpoints. Every rank draws the
         # same whole batch (the global batch size where a stream declares none): the distillation terms
         # softmax over the batch, so only the whole batch gives one process's loss and gradient.
-        self.streams = open_streams(method.auxiliary_data(run), seed, settings.num_workers,
-                                    pin_memory=run.device.type == "cuda", batch_size=settings.batch_size)
+        self.streams = open_streams(
+            method.auxiliary_data(run),
+            seed,
+            settings.num_workers,
+            pin_memory=run.device.type == "cuda",
+            batch_size=settings.batch_size,
+        )
         if settings.grad_clip_before_unscale and not self.scaler.is_enabled():
-            log.info("trainer.grad_clip_before_unscale=true under %s: no grad scaler, so the gradient is clipped "
-                     "unscaled to norm %s (the same as false).", settings.precision, settings.grad_clip_norm)
+            log.info(
+                "trainer.grad_clip_before_unscale=true under %s: no grad scaler, so the gradient is clipped "
+                "unscaled to norm %s (the same as false).",
+                settings.precision,
+                settings.grad_clip_norm,
+            )
         self.loss = MethodLoss(run, method)
         if world.distributed:  # gradients averaged over the ranks' slices = the gradient of the global batch
             self.loss = nn.parallel.DistributedDataParallel(
-                self.loss, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+                self.loss,
+                device_ids=[run.device.index] if run.device.type == "cuda" else None,
                 find_unused_parameters=settings.find_unused_parameters,
             )
         if settings.compile:
@@ -247,8 +266,12 @@ class StageTraining:
         labels = labels.to(run.device, non_blocking=True)
         auxiliary = {name: stream.next(run.device) for name, stream in self.streams.items()}
         if settings.channels_last:
-            auxiliary = {name: batch.contiguous(memory_format=torch.channels_last)
-                         if torch.is_tensor(batch) and batch.dim() == 4 else batch for name, batch in auxiliary.items()}
+            auxiliary = {
+                name: batch.contiguous(memory_format=torch.channels_last)
+                if torch.is_tensor(batch) and batch.dim() == 4
+                else batch
+                for name, batch in auxiliary.items()
+            }
         with autocast(settings.precision, run.device):
             loss, terms = self.loss(images, labels, **auxiliary)
         self.optimizer.zero_grad(set_to_none=True)
@@ -297,8 +320,9 @@ class StageTraining:
                     "Lower the learning rate (trainer.optimizer.lr) or use trainer.precision=bf16 or fp32."
                 )
             if not math.isfinite(window_loss):
-                log.warning("stage %s step %d: non-finite loss under fp16 (the grad scaler skips such steps)",
-                            stage, self.step)
+                log.warning(
+                    "stage %s step %d: non-finite loss under fp16 (the grad scaler skips such steps)", stage, self.step
+                )
             return
         if math.isfinite(window_loss):
             return
@@ -307,13 +331,16 @@ class StageTraining:
             "Lower the learning rate (trainer.optimizer.lr) or use trainer.precision=fp32."
         )
 
-    def run(self, after_step: Callable[["StageTraining"], None] | None = None) -> dict:
+    def run(self, after_step: Callable[[StageTraining], None] | None = None) -> dict:
         """Train to the end of the stage; ``after_step`` may checkpoint (and stop the process) at step boundaries."""
         run = self.run_context
         set_train_mode(run.model, self.settings.freeze_bn)
         bar = tqdm(
-            total=self.total, initial=self.step, desc=f"stage {run.stage.name} ({self.method.name})",
-            disable=not self.settings.progress, unit="step",
+            total=self.total,
+            initial=self.step,
+            desc=f"stage {run.stage.name} ({self.method.name})",
+            disable=not self.settings.progress,
+            unit="step",
         )
         window_loss = 0.0
         for images, labels in self.batches():
@@ -344,6 +371,7 @@ def step_decay(optimizer, total_steps: int, at_fraction: float, gamma: float = 0
 
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int = 0):
     """A per-iteration LR schedule: linear warm-up then cosine to zero (ZSCL's MTIL schedule)."""
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps

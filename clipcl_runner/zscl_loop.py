@@ -11,6 +11,7 @@ scaled by lr) but counts for the weight ensemble (``methods.zscl``). ``total_ite
 Here a task sequence adds the extra step to its stages (``extra_steps: 1``) and ``zscl_cosine``
 keeps the cosine on the steps before it, so the whole stage runs ``iterations + 1`` steps.
 """
+
 from __future__ import annotations
 
 import math

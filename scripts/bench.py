@@ -28,6 +28,7 @@ RSS (``getrusage``, kept as a running maximum) and, where Linux lets the peak be
 (``/proc/self/clear_refs``), how far the row raised it. ``--json OUT`` writes every row.
 See docs/performance.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import open_clip
@@ -207,7 +208,9 @@ class PeakMemory:
             row.row_rss_growth_mib = row.row_peak_rss_mib - self.start_rss
 
 
-def timed_steps(step: Callable[[int], None], warmup: int, steps: int, device: torch.device) -> tuple[float, list[float]]:
+def timed_steps(
+    step: Callable[[int], None], warmup: int, steps: int, device: torch.device
+) -> tuple[float, list[float]]:
     """Seconds for ``steps`` calls of ``step`` after ``warmup`` untimed ones, and each call's seconds (CPU only)."""
     for index in range(warmup):
         step(index)
@@ -288,8 +291,12 @@ class Workload:
 
         cfg = PreprocessCfg(**self.preprocess_cfg)
         return ClipBundle(
-            model=model, tokenizer=self.tokenizer, name=self.name, image_mean=tuple(cfg.mean),
-            image_std=tuple(cfg.std), preprocess_train=image_transform_v2(cfg, is_train=True),
+            model=model,
+            tokenizer=self.tokenizer,
+            name=self.name,
+            image_mean=tuple(cfg.mean),
+            image_std=tuple(cfg.std),
+            preprocess_train=image_transform_v2(cfg, is_train=True),
             preprocess_eval=image_transform_v2(cfg, is_train=False),
         )
 
@@ -299,8 +306,16 @@ class Workload:
 
         made = []
         for index in range(2):
-            made.append(Stage(f"bench{index + 1}", self.classnames_of(index), self.train_data, self.train_data,
-                              train_templates=[TEMPLATE], iterations=iterations))
+            made.append(
+                Stage(
+                    f"bench{index + 1}",
+                    self.classnames_of(index),
+                    self.train_data,
+                    self.train_data,
+                    train_templates=[TEMPLATE],
+                    iterations=iterations,
+                )
+            )
         return made
 
     def device_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -337,8 +352,17 @@ def raw_training_loop(work: Workload) -> Row:
         optimizer.step()
 
     seconds, units = timed_steps(step, settings.warmup, settings.steps, device)
-    return Row("train", work.name, "raw open_clip loop", settings.steps * settings.batch_size, seconds,
-               settings.batch_size, units, is_baseline=True, note="device-resident batches")
+    return Row(
+        "train",
+        work.name,
+        "raw open_clip loop",
+        settings.steps * settings.batch_size,
+        seconds,
+        settings.batch_size,
+        units,
+        is_baseline=True,
+        note="device-resident batches",
+    )
 
 
 # --------------------------------------------------------------------------- (b) the runner's step
@@ -401,15 +425,28 @@ def run_context(work: Workload, cfg, model: nn.Module, clip, iterations: int):
     fields = {f.name for f in dataclasses.fields(RunContext)}
     optional = {"precision": work.settings.precision, "clip": clip}
     return RunContext(
-        model=model, tokenizer=work.tokenizer, device=work.settings.device, stages=work.stages(iterations),
-        part=work.settings.part, train_logit_scale=trainer.train_logit_scale, train_head=trainer.train_head,
-        label_smoothing=trainer.label_smoothing, **{k: v for k, v in optional.items() if k in fields},
+        model=model,
+        tokenizer=work.tokenizer,
+        device=work.settings.device,
+        stages=work.stages(iterations),
+        part=work.settings.part,
+        train_logit_scale=trainer.train_logit_scale,
+        train_head=trainer.train_head,
+        label_smoothing=trainer.label_smoothing,
+        **{k: v for k, v in optional.items() if k in fields},
     )
 
 
-def runner_training(work: Workload, name: str, memory: PeakMemory, step_only: bool = False,
-                    stage: int | None = None, reference_jpegs: list[Path] | None = None,
-                    synchronous_reference: bool = False, workers: int = 0) -> Row:
+def runner_training(
+    work: Workload,
+    name: str,
+    memory: PeakMemory,
+    step_only: bool = False,
+    stage: int | None = None,
+    reference_jpegs: list[Path] | None = None,
+    synchronous_reference: bool = False,
+    workers: int = 0,
+) -> Row:
     """The runner's ``StageTraining.run`` (or only its ``train_step``) for one method at stage ``stage`` (1-based).
 
     The stages before it are prepared and finished as the stage loop does (``begin_stage``,
@@ -458,10 +495,19 @@ def runner_training(work: Workload, name: str, memory: PeakMemory, step_only: bo
     trainer = cfg.trainer
     memory.reset()  # peak of the training itself: model, teacher, optimiser state, activations
     training = StageTraining(
-        run, method, parameters, instantiate(trainer.optimizer),
+        run,
+        method,
+        parameters,
+        instantiate(trainer.optimizer),
         instantiate(trainer.scheduler) if trainer.get("scheduler") else None,
-        TrainSettings(batch_size=settings.batch_size, num_workers=workers, precision=settings.precision,
-                      grad_clip_norm=trainer.grad_clip_norm, freeze_bn=trainer.freeze_bn, progress=False),
+        TrainSettings(
+            batch_size=settings.batch_size,
+            num_workers=workers,
+            precision=settings.precision,
+            grad_clip_norm=trainer.grad_clip_norm,
+            freeze_bn=trainer.freeze_bn,
+            progress=False,
+        ),
         seed=1,
     )
     if synchronous_reference:
@@ -470,8 +516,9 @@ def runner_training(work: Workload, name: str, memory: PeakMemory, step_only: bo
     if step_only:
         batches = work.device_batches()
         set_train_mode(run.model, trainer.freeze_bn)
-        seconds, units = timed_steps(lambda i: training.train_step(*batches[i % len(batches)]), settings.warmup,
-                                     settings.steps, device)
+        seconds, units = timed_steps(
+            lambda i: training.train_step(*batches[i % len(batches)]), settings.warmup, settings.steps, device
+        )
         label, note, timed = f"{name} [train_step only]", "device-resident batches, no DataLoader", settings.steps
     else:
         stamps: list[float] = []
@@ -479,7 +526,9 @@ def runner_training(work: Workload, name: str, memory: PeakMemory, step_only: bo
         def after_step(state) -> None:  # called by the runner after every step
             if state.step == settings.warmup or state.step == state.total:
                 synchronize(device)
-            if state.step >= settings.warmup and (device.type != "cuda" or state.step in (settings.warmup, state.total)):
+            if state.step >= settings.warmup and (
+                device.type != "cuda" or state.step in (settings.warmup, state.total)
+            ):
                 stamps.append(time.perf_counter())
 
         if settings.warmup == 0:
@@ -490,9 +539,23 @@ def runner_training(work: Workload, name: str, memory: PeakMemory, step_only: bo
         label, note = name, "StageTraining.run over an in-memory stage"
         timed = training.total - settings.warmup  # joint trains every stage's steps at once
     note += f"; stage {stage}, {len(run.training.classnames)} classes"
-    return Row("train", work.name, label, timed * settings.batch_size, seconds, settings.batch_size, units,
-               note=note, extra={"method": name, "teacher": teacher, "timed_steps": timed, "stage": stage,
-                                 "train_classes": len(run.training.classnames)})
+    return Row(
+        "train",
+        work.name,
+        label,
+        timed * settings.batch_size,
+        seconds,
+        settings.batch_size,
+        units,
+        note=note,
+        extra={
+            "method": name,
+            "teacher": teacher,
+            "timed_steps": timed,
+            "stage": stage,
+            "train_classes": len(run.training.classnames),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- (c) evaluation
@@ -504,18 +567,30 @@ def eval_inputs(work: Workload):
     height, width = work.image_size
 
     def images(count: int, classes: int) -> TensorImages:
-        return TensorImages(torch.randn(count, 3, height, width, generator=generator),
-                            torch.randint(0, classes, (count,), generator=generator))
+        return TensorImages(
+            torch.randn(count, 3, height, width, generator=generator),
+            torch.randint(0, classes, (count,), generator=generator),
+        )
 
-    stage = Stage("bench1", list(work.classnames), work.train_data, images(settings.eval_images, settings.classes),
-                  train_templates=[TEMPLATE], iterations=1)
-    classification = ClassificationProbe("probe_cls", images(settings.probe_images, settings.classes),
-                                         [f"probe {name}" for name in work.classnames],
-                                         [TEMPLATE, "a picture of the {}."])
+    stage = Stage(
+        "bench1",
+        list(work.classnames),
+        work.train_data,
+        images(settings.eval_images, settings.classes),
+        train_templates=[TEMPLATE],
+        iterations=1,
+    )
+    classification = ClassificationProbe(
+        "probe_cls",
+        images(settings.probe_images, settings.classes),
+        [f"probe {name}" for name in work.classnames],
+        [TEMPLATE, "a picture of the {}."],
+    )
     retrieval_images = images(settings.probe_images, 1)
     captions = [f"caption {k} of image {i}" for i in range(settings.probe_images) for k in range(2)]
-    retrieval = RetrievalProbe("probe_ret", retrieval_images, captions,
-                               torch.arange(settings.probe_images).repeat_interleave(2))
+    retrieval = RetrievalProbe(
+        "probe_ret", retrieval_images, captions, torch.arange(settings.probe_images).repeat_interleave(2)
+    )
     datasets = [stage.test, classification.dataset, retrieval.dataset]
     return stage, [classification, retrieval], datasets
 
@@ -525,8 +600,11 @@ def raw_encode_row(work: Workload, datasets: list) -> Row:
     settings, device = work.settings, work.settings.device
     count = sum(len(d) for d in datasets)
     model = work.fresh_model().eval()
-    batches = [d.images[i : i + settings.batch_size].to(device)
-               for d in datasets for i in range(0, len(d), settings.batch_size)]
+    batches = [
+        d.images[i : i + settings.batch_size].to(device)
+        for d in datasets
+        for i in range(0, len(d), settings.batch_size)
+    ]
 
     @torch.no_grad()
     def encode_all(_: int) -> None:
@@ -535,8 +613,17 @@ def raw_encode_row(work: Workload, datasets: list) -> Row:
                 model.encode_image(batch, normalize=True)
 
     seconds, units = timed_steps(encode_all, 1, settings.eval_repeats, device)
-    return Row("eval", work.name, "raw encode_image", count * settings.eval_repeats, seconds, count, units,
-               is_baseline=True, note="device-resident images, no grad")
+    return Row(
+        "eval",
+        work.name,
+        "raw encode_image",
+        count * settings.eval_repeats,
+        seconds,
+        count,
+        units,
+        is_baseline=True,
+        note="device-resident images, no grad",
+    )
 
 
 def evaluator_row(work: Workload, label: str, note: str, call: Callable, evaluator_args: dict, count: int) -> Row:
@@ -559,14 +646,26 @@ def eval_rows(work: Workload) -> list[Row]:
     raw = raw_encode_row(work, datasets)
     memory.read(raw)
     rows = [raw]
-    evaluator_args = dict(stages=[stage], probes=probes, tokenizer=work.tokenizer, device=device,
-                          precision=settings.precision, batch_size=settings.batch_size)
+    evaluator_args = dict(
+        stages=[stage],
+        probes=probes,
+        tokenizer=work.tokenizer,
+        device=device,
+        precision=settings.precision,
+        batch_size=settings.batch_size,
+    )
     for label, note, call in (
-        ("Evaluator (stage + 2 probes)", f"{count} images: stage test, classification probe "
-         "(2 templates), retrieval probe (2 captions/image); heads and metrics included",
-         lambda evaluator, model: evaluator(model, 1)),
-        ("Evaluator.encode_images only", "the same images through the Evaluator's own loader, no heads",
-         lambda evaluator, model: [evaluator.encode_images(model, d) for d in datasets]),
+        (
+            "Evaluator (stage + 2 probes)",
+            f"{count} images: stage test, classification probe "
+            "(2 templates), retrieval probe (2 captions/image); heads and metrics included",
+            lambda evaluator, model: evaluator(model, 1),
+        ),
+        (
+            "Evaluator.encode_images only",
+            "the same images through the Evaluator's own loader, no heads",
+            lambda evaluator, model: [evaluator.encode_images(model, d) for d in datasets],
+        ),
     ):
         memory.reset()
         try:
@@ -615,10 +714,15 @@ def data_rows(work: Workload, paths: list[Path]) -> list[Row]:
         dataset = ImageFiles(paths, [i % settings.classes for i in range(len(paths))], transform)
         total = settings.batch_size * (settings.warmup + settings.data_batches)
         loader = DataLoader(
-            dataset, batch_size=settings.batch_size, num_workers=workers,
-            sampler=RandomSampler(dataset, replacement=True, num_samples=total,
-                                  generator=torch.Generator().manual_seed(0)),
-            pin_memory=settings.cuda, persistent_workers=workers > 0, drop_last=True,
+            dataset,
+            batch_size=settings.batch_size,
+            num_workers=workers,
+            sampler=RandomSampler(
+                dataset, replacement=True, num_samples=total, generator=torch.Generator().manual_seed(0)
+            ),
+            pin_memory=settings.cuda,
+            persistent_workers=workers > 0,
+            drop_last=True,
         )
         started = time.perf_counter()
         clock = started if settings.warmup == 0 else None  # no warm-up: worker start-up is timed too
@@ -637,10 +741,16 @@ def data_rows(work: Workload, paths: list[Path]) -> list[Row]:
                 timed_batches += 1
         synchronize(device)
         seconds = time.perf_counter() - clock
-        row = Row("data", work.name, label, timed_batches * settings.batch_size, seconds,
-                  note=f"ImageFiles: {len(paths)} JPEGs {JPEG_SIZE[0]}x{JPEG_SIZE[1]} (page-cached), "
-                       f"{workers} workers{', pinned memory' if settings.cuda else ''}, to {device}",
-                  extra={"first_batch_s": first_batch_s, "workers": workers})
+        row = Row(
+            "data",
+            work.name,
+            label,
+            timed_batches * settings.batch_size,
+            seconds,
+            note=f"ImageFiles: {len(paths)} JPEGs {JPEG_SIZE[0]}x{JPEG_SIZE[1]} (page-cached), "
+            f"{workers} workers{', pinned memory' if settings.cuda else ''}, to {device}",
+            extra={"first_batch_s": first_batch_s, "workers": workers},
+        )
         memory.read(row)
         rows.append(row)
         del loader
@@ -661,18 +771,28 @@ def train_rows(work: Workload, methods: list[str]) -> list[Row]:
     for name in methods:
         jobs.append((name, lambda name=name: runner_training(work, name, memory)))
         if name == "finetune":
-            jobs.append(("finetune [train_step only]",
-                         lambda: runner_training(work, "finetune", memory, step_only=True)))
+            jobs.append(
+                ("finetune [train_step only]", lambda: runner_training(work, "finetune", memory, step_only=True))
+            )
     if "zscl" in methods:  # ZSCL's reference images as JPEG files: drawn on the training thread vs the stream
+
         def jpegs() -> list[Path]:  # written once, on first use
             if work.reference_jpegs is None:
                 work.reference_jpegs = write_jpegs(Path(tempfile.mkdtemp(prefix="bench_reference_")), REFERENCE_JPEGS)
             return work.reference_jpegs
 
-        jobs.append(("zscl [JPEG reference, synchronous draws]",
-                     lambda: runner_training(work, "zscl", memory, reference_jpegs=jpegs(), synchronous_reference=True)))
-        jobs.append((f"zscl [JPEG reference, stream, {settings.workers} workers]",
-                     lambda: runner_training(work, "zscl", memory, reference_jpegs=jpegs(), workers=settings.workers)))
+        jobs.append(
+            (
+                "zscl [JPEG reference, synchronous draws]",
+                lambda: runner_training(work, "zscl", memory, reference_jpegs=jpegs(), synchronous_reference=True),
+            )
+        )
+        jobs.append(
+            (
+                f"zscl [JPEG reference, stream, {settings.workers} workers]",
+                lambda: runner_training(work, "zscl", memory, reference_jpegs=jpegs(), workers=settings.workers),
+            )
+        )
     if "finetune" in methods and len(methods) > 1:  # the same row again: how much the machine drifted meanwhile
         jobs.append(("finetune [repeat]", lambda: runner_training(work, "finetune", memory)))
     for label, job in jobs:
@@ -740,8 +860,9 @@ def memory_text(row: Row) -> str:
 def print_table(title: str, rows: list[Row], cuda: bool) -> None:
     memory_header = "peak GPU mem" if cuda else "RSS +row/process"
     print(f"\n## {title}")
-    print(f"{'row':42} {'img/s':>9} {memory_header:>16} {'vs baseline':>12} {'step vs FT':>10} "
-          f"{'mem vs FT':>9}  target")
+    print(
+        f"{'row':42} {'img/s':>9} {memory_header:>16} {'vs baseline':>12} {'step vs FT':>10} {'mem vs FT':>9}  target"
+    )
     for row in rows:
         ratio = f"{row.ratio:11.2f}x" if row.ratio is not None else f"{'(baseline)' if row.is_baseline else '-':>12}"
         step = f"{row.step_time_vs_finetune:9.2f}x" if row.step_time_vs_finetune is not None else f"{'':>10}"
@@ -766,10 +887,16 @@ def cpu_name() -> str:
 def git_state() -> str | None:
     """The commit measured, with '+dirty' when the working tree had uncommitted changes."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return (commit + ("+dirty" if dirty else "")) or None
@@ -778,33 +905,58 @@ def git_state() -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--models", nargs="+", default=None,
-                        help=f"open_clip model names (default: {TINY} on CPU, {' '.join(GPU_MODELS)} on CUDA)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help=f"open_clip model names (default: {TINY} on CPU, {' '.join(GPU_MODELS)} on CUDA)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="default 32 on CPU, 256 on CUDA")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per row (default 20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before (default 2 CPU, 5 CUDA)")
-    parser.add_argument("--methods", default=None,
-                        help="comma-separated method names from conf/method/ (default: every one that trains)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                        help="auto: bf16 autocast on CUDA, fp32 on CPU (the runner's rule)")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated method names from conf/method/ (default: every one that trains)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="auto: bf16 autocast on CUDA, fp32 on CPU (the runner's rule)",
+    )
     parser.add_argument("--part", default="whole", choices=("whole", "image", "text"), help="what trains")
     parser.add_argument("--classes", type=int, default=100, help="class prompts per stage (default 100)")
-    parser.add_argument("--stage", type=int, default=2, choices=(1, 2),
-                        help="which of two stages the method rows train (default 2: teachers and replay memories "
-                        "exist, LwF distils over both stages' classes); a method that trains nothing there (joint) "
-                        "is timed at stage 1")
+    parser.add_argument(
+        "--stage",
+        type=int,
+        default=2,
+        choices=(1, 2),
+        help="which of two stages the method rows train (default 2: teachers and replay memories "
+        "exist, LwF distils over both stages' classes); a method that trains nothing there (joint) "
+        "is timed at stage 1",
+    )
     parser.add_argument("--eval-images", type=int, default=None, help="stage test images (default 256 CPU, 2048 CUDA)")
     parser.add_argument("--probe-images", type=int, default=None, help="images per probe (default 128 CPU, 1024 CUDA)")
     parser.add_argument("--eval-repeats", type=int, default=None, help="timed evaluations (default 2 CPU, 3 CUDA)")
     parser.add_argument("--jpegs", type=int, default=None, help="JPEG files written (default 64 CPU, 512 CUDA)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="DataLoader workers of the data section (default: 2 on CPU, cores - 2 up to 16 on CUDA)")
-    parser.add_argument("--data-batches", type=int, default=None, help="timed batches of the data section "
-                        "(default 8 CPU, 16 CUDA)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader workers of the data section (default: 2 on CPU, cores - 2 up to 16 on CUDA)",
+    )
+    parser.add_argument(
+        "--data-batches", type=int, default=None, help="timed batches of the data section (default 8 CPU, 16 CUDA)"
+    )
     parser.add_argument("--sections", default="train,eval,data", help="comma-separated: train, eval, data")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: 1 on CPU -- on a shared 2-core machine 2 OpenMP threads "
-                        "ran the tiny model ~10x slower than 1 -- and torch's own on CUDA; 0 = torch's own)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 on CPU -- on a shared 2-core machine 2 OpenMP threads "
+        "ran the tiny model ~10x slower than 1 -- and torch's own on CUDA; 0 = torch's own)",
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="write every row and the settings here")
     return parser.parse_args(argv)
 
@@ -822,13 +974,22 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         raise SystemExit(f"unknown --sections {sorted(unknown)}; choose from train, eval, data")
     pick = lambda value, cpu, gpu: value if value is not None else (gpu if cuda else cpu)  # noqa: E731
     settings = Settings(
-        device=device, precision=resolve_precision(args.precision, device),
-        batch_size=pick(args.batch_size, 32, 256), steps=pick(args.steps, 20, 20), warmup=pick(args.warmup, 2, 5),
-        classes=args.classes, part=args.part, stage=args.stage, pool_batches=4,
-        eval_images=pick(args.eval_images, 256, 2048), probe_images=pick(args.probe_images, 128, 1024),
-        eval_repeats=pick(args.eval_repeats, 2, 3), jpegs=pick(args.jpegs, 64, 512),
+        device=device,
+        precision=resolve_precision(args.precision, device),
+        batch_size=pick(args.batch_size, 32, 256),
+        steps=pick(args.steps, 20, 20),
+        warmup=pick(args.warmup, 2, 5),
+        classes=args.classes,
+        part=args.part,
+        stage=args.stage,
+        pool_batches=4,
+        eval_images=pick(args.eval_images, 256, 2048),
+        probe_images=pick(args.probe_images, 128, 1024),
+        eval_repeats=pick(args.eval_repeats, 2, 3),
+        jpegs=pick(args.jpegs, 64, 512),
         workers=pick(args.workers, min(2, os.cpu_count() or 1), max(1, min(16, (os.cpu_count() or 1) - 2))),
-        data_batches=pick(args.data_batches, 8, 16), sections=sections,
+        data_batches=pick(args.data_batches, 8, 16),
+        sections=sections,
     )
     models = [m for value in (args.models or ([*GPU_MODELS] if cuda else [TINY])) for m in value.split(",") if m]
     return settings, models
@@ -863,24 +1024,44 @@ def run_bench(args: argparse.Namespace, settings: Settings, models: list[str], a
         methods = ["finetune"] + [m for m in methods if m != "finetune"]
     device_name = torch.cuda.get_device_name(settings.device) if settings.cuda else cpu_name()
     meta = {
-        "device": str(settings.device), "device_name": device_name, "precision": settings.precision,
-        "batch_size": settings.batch_size, "steps": settings.steps, "warmup": settings.warmup,
-        "classes": settings.classes, "part": settings.part, "stage": settings.stage, "torch": torch.__version__,
-        "open_clip": open_clip.__version__, "python": platform.python_version(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "workers": settings.workers,
-        "models": models, "methods": methods, "sections": list(settings.sections),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": list(argv if argv is not None else sys.argv[1:]),
-        "git": git_state(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "device": str(settings.device),
+        "device_name": device_name,
+        "precision": settings.precision,
+        "batch_size": settings.batch_size,
+        "steps": settings.steps,
+        "warmup": settings.warmup,
+        "classes": settings.classes,
+        "part": settings.part,
+        "stage": settings.stage,
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "workers": settings.workers,
+        "models": models,
+        "methods": methods,
+        "sections": list(settings.sections),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+        "git": git_state(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
-    print(f"# bench: {', '.join(models)} | {settings.device} ({device_name}) | {settings.precision} | "
-          f"batch {settings.batch_size} | {settings.steps} timed steps after {settings.warmup} warm-up | "
-          f"{settings.classes} classes/stage | stage {settings.stage} | part={settings.part} | {torch.get_num_threads()} torch threads")
+    print(
+        f"# bench: {', '.join(models)} | {settings.device} ({device_name}) | {settings.precision} | "
+        f"batch {settings.batch_size} | {settings.steps} timed steps after {settings.warmup} warm-up | "
+        f"{settings.classes} classes/stage | stage {settings.stage} | part={settings.part} | {torch.get_num_threads()} torch threads"
+    )
     if not settings.cuda:
-        print("# CPU memory: 'RSS +row/process' = how far the row raised RSS above its start (VmHWM after a reset; "
-              "'?' where Linux does not allow it) / the process's peak RSS so far (getrusage, kept as a running "
-              "maximum: it never goes down, so later rows inherit earlier peaks); DataLoader workers are other "
-              "processes, not counted")
-        print("# CPU img/s: from the median step (or pass) time, robust to other jobs on the cores; JSON has the mean too")
+        print(
+            "# CPU memory: 'RSS +row/process' = how far the row raised RSS above its start (VmHWM after a reset; "
+            "'?' where Linux does not allow it) / the process's peak RSS so far (getrusage, kept as a running "
+            "maximum: it never goes down, so later rows inherit earlier peaks); DataLoader workers are other "
+            "processes, not counted"
+        )
+        print(
+            "# CPU img/s: from the median step (or pass) time, robust to other jobs on the cores; JSON has the mean too"
+        )
         print("# targets are defined for a GPU; on CPU they are shown, not judged")
     all_rows: list[Row] = []
     skipped: list[dict] = []
@@ -888,23 +1069,33 @@ def run_bench(args: argparse.Namespace, settings: Settings, models: list[str], a
 
     def save(rows: list[Row], skipped_rows: list[dict], complete: bool) -> dict:
         """The result so far; written to --json after every section (``meta.complete`` says whether it ended)."""
-        result = {"meta": {**meta, "complete": complete}, "rows": [row.to_json() for row in rows],
-                  "skipped": skipped_rows}
+        result = {
+            "meta": {**meta, "complete": complete},
+            "rows": [row.to_json() for row in rows],
+            "skipped": skipped_rows,
+        }
         if args.json_out:
             out = Path(args.json_out)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=2))
         return result
+
     with tempfile.TemporaryDirectory(prefix="clipcl_bench_") as folder:
         paths = write_jpegs(Path(folder), settings.jpegs) if "data" in settings.sections else []
         for model_name in models:
             work = Workload(model_name, settings)
-            print(f"\n# {model_name}: {work.parameters / 1e6:.1f}M parameters, "
-                  f"{work.image_size[0]}x{work.image_size[1]} input")
+            print(
+                f"\n# {model_name}: {work.parameters / 1e6:.1f}M parameters, "
+                f"{work.image_size[0]}x{work.image_size[1]} input"
+            )
             if "train" in settings.sections:
                 rows = train_rows(work, methods)
-                print_table(f"train step ({model_name}): raw loop = ceiling; 'step vs FT' = step time "
-                            "over the runner's finetune step", rows, settings.cuda)
+                print_table(
+                    f"train step ({model_name}): raw loop = ceiling; 'step vs FT' = step time "
+                    "over the runner's finetune step",
+                    rows,
+                    settings.cuda,
+                )
                 all_rows += rows
                 save(all_rows, skipped + work.skipped, complete=False)  # a timed-out run keeps what it measured
             if "eval" in settings.sections:

@@ -7,6 +7,7 @@ images/s for each and the ratio against lazy cropping measured in the same run.
 
     python scripts/bench_coco_crops.py [--images 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,23 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
-BOXES = [(10, 20, 200, 150), (300, 40, 120, 300), (50, 300, 90, 60), (400, 380, 200, 90),
-         (220, 200, 60, 60), (5, 5, 630, 470), (500, 10, 100, 100)]
-TRANSFORM = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.RandomCrop(224),
-                       T.RandomHorizontalFlip(), T.ToTensor()])
+BOXES = [
+    (10, 20, 200, 150),
+    (300, 40, 120, 300),
+    (50, 300, 90, 60),
+    (400, 380, 200, 90),
+    (220, 200, 60, 60),
+    (5, 5, 630, 470),
+    (500, 10, 100, 100),
+]
+TRANSFORM = T.Compose(
+    [
+        T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomCrop(224),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+    ]
+)
 
 
 def timed(function) -> float:

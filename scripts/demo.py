@@ -11,6 +11,7 @@ the cache has none), then aggregates the sweep with `clipcl-report`.
 The README's demo table sits between ``<!-- demo-table:start -->`` and ``<!-- demo-table:end -->``
 and is only ever written by ``--write-readme``, so it always shows what this code printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,15 +47,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="finetune,lwf,vr_lwf")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "outputs" / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    )
     parser.add_argument("--write-readme", action="store_true", help="replace README.md's demo table with this run's")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, after --")
     args = parser.parse_args()
 
     started = time.perf_counter()
     command = [
-        sys.executable, "-m", "clipcl_runner.cli", "-m", "experiment=synthetic_demo",
-        f"method={args.methods}", f"seed={args.seeds}", f"hydra.sweep.dir={args.out}", *args.overrides,
+        sys.executable,
+        "-m",
+        "clipcl_runner.cli",
+        "-m",
+        "experiment=synthetic_demo",
+        f"method={args.methods}",
+        f"seed={args.seeds}",
+        f"hydra.sweep.dir={args.out}",
+        *args.overrides,
     ]
     print("$", " ".join(command[2:]), flush=True)
     if subprocess.run(command, cwd=REPO).returncode != 0:

@@ -22,6 +22,7 @@ Exit status 0 when the dataset is complete, 1 otherwise. Nothing is downloaded u
 tinyimagenet and imagenet need registration, a request to their authors or a mirror).
 ``--quick`` checks only the files and folders, not every listed image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -154,7 +155,9 @@ def check_tiered_imagenet(root: Path, class_list: str) -> list[str]:
     ]
     folder, override = next((c for c in candidates if _is_class_folder(c[0])), candidates[0])
     if folder != candidates[0][0]:
-        print(f"  {folder} holds the class folders: checking it (--root is the data folder, which holds imagenet/train)")
+        print(
+            f"  {folder} holds the class folders: checking it (--root is the data folder, which holds imagenet/train)"
+        )
     note_override(folder, default, override)
     return check_folder_classes(folder, class_list)
 
@@ -178,12 +181,16 @@ def check_imagenet_cc(root: Path, quick: bool) -> list[str]:
             from clipcl_runner.data.datasets.readers import read_image_folder
 
             found = read_image_folder("imagenet", images, root)
-            print(f"  ok: {len(found.paths)} images in {len({Path(p).parent for p in found.paths})} class folders of {images}")
+            print(
+                f"  ok: {len(found.paths)} images in {len({Path(p).parent for p in found.paths})} class folders of {images}"
+            )
         except DatasetMissing as error:
             missing.append(f"{error.missing} ({error.detail})")
     gathered = captions.with_name(CC_GATHERED_CSV)
     if not captions.is_file() and gathered.is_file():
-        print(f"  {captions.name} is absent but ZSCL's {gathered.name} is there: runs read it with reference.captions_file={gathered}")
+        print(
+            f"  {captions.name} is absent but ZSCL's {gathered.name} is there: runs read it with reference.captions_file={gathered}"
+        )
         captions = gathered
     if captions.is_file():
         print(f"  ok: {len(read_cc_captions(captions))} captions in {captions}")
@@ -214,12 +221,18 @@ def check_eurosat(root: Path, download: bool) -> list[str]:
     if not data.is_dir() and download:
         _torchvision_download("eurosat", root)
     note_override(root, runs_read("paths", "data_dir"), f"paths.data_dir={root.resolve()} (MTIL's eurosat)")
-    note_override(root, runs_read("tasks", "root", "tasks=eurosat_mst"), f"tasks.root={root.resolve()} (tasks=eurosat_mst)")
+    note_override(
+        root, runs_read("tasks", "root", "tasks=eurosat_mst"), f"tasks.root={root.resolve()} (tasks=eurosat_mst)"
+    )
     if not data.is_dir():
         return [f"{data}"]
     missing = []
     for folder in EUROSAT_CLASSNAMES:
-        count = sum(1 for f in (data / folder).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS) if (data / folder).is_dir() else 0
+        count = (
+            sum(1 for f in (data / folder).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            if (data / folder).is_dir()
+            else 0
+        )
         if count == 0:
             missing.append(f"{data / folder} (class folder, no images)")
         else:
@@ -249,8 +262,10 @@ def check_vision(name: str, root: Path, download: bool) -> list[str]:
         data = load_vision_dataset(name, root)
     except DatasetMissing as error:
         return [error.missing + (f" ({error.detail})" if error.detail else "")]
-    print(f"  ok: {len(data.classnames)} classes, {len(data.train)} train / {len(data.test)} test images in {root / spec.folder}"
-          + (f" (split: {spec.split})" if spec.split else ""))
+    print(
+        f"  ok: {len(data.classnames)} classes, {len(data.train)} train / {len(data.test)} test images in {root / spec.folder}"
+        + (f" (split: {spec.split})" if spec.split else "")
+    )
     return []
 
 
@@ -258,12 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=dataset_names())
     parser.add_argument(
-        "--root", required=True,
+        "--root",
+        required=True,
         help="the data folder (paths.data_dir) for imagenet_cc, tiered_imagenet and the registered datasets; "
         "the dataset's own folder for coco, flickr30k and eurosat",
     )
-    parser.add_argument("--download", action="store_true", help="download with torchvision where the dataset's record allows (not coco/flickr30k/tiered_imagenet/imagenet_cc/stanford_cars/tinyimagenet/imagenet)")
-    parser.add_argument("--class-list", default="tiered_imagenet_test", help="tiered_imagenet: class list file or shipped name")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download with torchvision where the dataset's record allows (not coco/flickr30k/tiered_imagenet/imagenet_cc/stanford_cars/tinyimagenet/imagenet)",
+    )
+    parser.add_argument(
+        "--class-list", default="tiered_imagenet_test", help="tiered_imagenet: class list file or shipped name"
+    )
     parser.add_argument("--quick", action="store_true", help="check files and folders only, not every listed image")
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser()

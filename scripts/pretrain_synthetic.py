@@ -6,6 +6,7 @@
 
 `clipcl` does this by itself when `model=synthetic` finds no cached checkpoint.
 """
+
 from clipcl_runner.cli import pretrain_main
 
 if __name__ == "__main__":

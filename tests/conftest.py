@@ -1,4 +1,5 @@
 """Shared fixtures: offline everything, the test preset's config, and one pretrained tiny CLIP per machine."""
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,9 @@ def pretrained_test_clip() -> Path:
     from clipcl_runner.synthetic_clip import ensure_checkpoint
 
     cfg = compose_config(*TEST_PRESET)
-    return ensure_checkpoint(OmegaConf.to_container(cfg.model.pretrain, resolve=True), cfg.model.cache_dir, progress=False)
+    return ensure_checkpoint(
+        OmegaConf.to_container(cfg.model.pretrain, resolve=True), cfg.model.cache_dir, progress=False
+    )
 
 
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -88,6 +91,10 @@ def tiny_run(part: str = "whole", train_logit_scale: bool = False, stages: int =
         for i in range(stages)
     ]
     return RunContext(
-        model=open_clip.create_model(name), tokenizer=open_clip.get_tokenizer(name), device=torch.device("cpu"),
-        stages=made, part=part, train_logit_scale=train_logit_scale,
+        model=open_clip.create_model(name),
+        tokenizer=open_clip.get_tokenizer(name),
+        device=torch.device("cpu"),
+        stages=made,
+        part=part,
+        train_logit_scale=train_logit_scale,
     )

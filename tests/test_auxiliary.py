@@ -1,4 +1,5 @@
 """Auxiliary data streams: seeded endless order, exact resume from a saved position, workers included."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,10 @@ from clipcl_runner.data.stages import TensorImages
 
 def indexed_images(count: int) -> TensorImages:
     """Image i is filled with the value i, so a batch tells which samples it holds."""
-    return TensorImages(torch.arange(count, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone(),
-                        torch.zeros(count, dtype=torch.long))
+    return TensorImages(
+        torch.arange(count, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone(),
+        torch.zeros(count, dtype=torch.long),
+    )
 
 
 def ids(batch: torch.Tensor) -> list[int]:

@@ -1,4 +1,5 @@
 """scripts/bench.py runs end to end on CPU and writes positive throughputs and ratios (a smoke test, ~10 s)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,11 +20,36 @@ def load_bench():
 def test_bench_smoke_on_cpu(tmp_path, capsys):
     bench = load_bench()
     out = tmp_path / "bench.json"
-    result = bench.main([
-        "--device", "cpu", "--methods", "finetune", "--classes", "4", "--batch-size", "8", "--steps", "2",
-        "--warmup", "1", "--eval-images", "16", "--probe-images", "8", "--eval-repeats", "1", "--jpegs", "8",
-        "--workers", "0", "--data-batches", "2", "--json", str(out),
-    ])
+    result = bench.main(
+        [
+            "--device",
+            "cpu",
+            "--methods",
+            "finetune",
+            "--classes",
+            "4",
+            "--batch-size",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--eval-images",
+            "16",
+            "--probe-images",
+            "8",
+            "--eval-repeats",
+            "1",
+            "--jpegs",
+            "8",
+            "--workers",
+            "0",
+            "--data-batches",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     written = json.loads(out.read_text())
     assert written["rows"] == json.loads(json.dumps(result["rows"]))
     rows = {(row["section"], row["name"]): row for row in written["rows"]}
@@ -54,12 +80,31 @@ def test_bench_zscl_rows_with_jpeg_references(tmp_path):
     trainer's auxiliary stream: both rows run and are compared with ZSCL's in-memory reference."""
     bench = load_bench()
     bench.REFERENCE_JPEGS = 12
-    result = bench.main([
-        "--device", "cpu", "--methods", "zscl", "--classes", "4", "--batch-size", "4", "--steps", "2",
-        "--warmup", "1", "--workers", "1", "--sections", "train",
-    ])
+    result = bench.main(
+        [
+            "--device",
+            "cpu",
+            "--methods",
+            "zscl",
+            "--classes",
+            "4",
+            "--batch-size",
+            "4",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--workers",
+            "1",
+            "--sections",
+            "train",
+        ]
+    )
     rows = {row["name"]: row for row in result["rows"]}
-    synchronous, stream = rows["zscl [JPEG reference, synchronous draws]"], rows["zscl [JPEG reference, stream, 1 workers]"]
+    synchronous, stream = (
+        rows["zscl [JPEG reference, synchronous draws]"],
+        rows["zscl [JPEG reference, stream, 1 workers]"],
+    )
     for row in (rows["zscl"], synchronous, stream):
         assert row["images_per_s"] > 0 and row["timed_steps"] == 2
     assert synchronous["step_time_vs_zscl"] > 0 and stream["step_time_vs_zscl"] > 0

@@ -1,13 +1,13 @@
 """Every option of every config group composes, and bad choices fail at start with Hydra's options list."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from conftest import CONFIG_DIR, compose_config, run_cli
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-
-from conftest import CONFIG_DIR, compose_config, run_cli
 
 GROUPS = ["model", "method", "tasks", "eval", "reference", "trainer", "logger", "paths", "experiment"]
 
@@ -16,9 +16,7 @@ def options(group: str) -> list[str]:
     return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize(
-    "group,option", [(group, option) for group in GROUPS for option in options(group)]
-)
+@pytest.mark.parametrize("group,option", [(group, option) for group in GROUPS for option in options(group)])
 def test_every_option_composes_and_resolves(group, option):
     cfg = compose_config(f"{group}={option}")
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -64,22 +62,39 @@ def test_cli_unknown_method_fails_before_training(tmp_path):
 def test_cli_bad_part_fails_before_loading_anything(tmp_path):
     result = run_cli("part=both", f"paths.output_dir={tmp_path}", timeout=120)
     assert result.returncode != 0
-    assert "part='both': must be one of ['whole', 'image', 'text']" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "part='both': must be one of ['whole', 'image', 'text']" in result.stderr and "Traceback" not in result.stderr
+    )
 
 
 # Each method's config defaults (what `clipcl method=<name>` builds, with no experiment).
 METHOD_DEFAULTS = {
-    "zeroshot": {}, "finetune": {},
+    "zeroshot": {},
+    "finetune": {},
     "lwf": {"alpha": 1.0, "temperature": 2.0, "distill_classes": "seen"},
-    "vr_lwf": {"alpha": 1.0, "temperature": 2.0, "num_texts": 100, "token_length": 8, "include_lwf": True,
-               "lwf_from_stage": 1},
+    "vr_lwf": {
+        "alpha": 1.0,
+        "temperature": 2.0,
+        "num_texts": 100,
+        "token_length": 8,
+        "include_lwf": True,
+        "lwf_from_stage": 1,
+    },
     "geodl": {"alpha": 10.0, "subspace_dim": 128, "kernel": "exact", "text_classes": "seen", "null_space_dim": 60},
     "imm": {"alpha": 0.6},
     "rkr": {"rank": 4, "init": "linear", "layers": "blocks", "in_proj": False},
     "icarl": {"memory_size": 2000, "alpha": 1.0, "temperature": 2.0, "herding": "per_class"},
     "wise_ft": {"ratio": 0.5, "anchor": "zero_shot"},
-    "zscl": {"we_every": 10, "temperature": 2.0, "image_weight": 1.0, "text_weight": 1.0, "num_ref_texts": None,
-             "text_features": "teacher", "l2": 0.0, "we_timing": "multiples"},
+    "zscl": {
+        "we_every": 10,
+        "temperature": 2.0,
+        "image_weight": 1.0,
+        "text_weight": 1.0,
+        "num_ref_texts": None,
+        "text_features": "teacher",
+        "l2": 0.0,
+        "we_timing": "multiples",
+    },
     "lwf_vr": {"alpha": 1.0, "temperature": 2.0, "num_texts": 1000, "token_length": 10, "distill_transform": "train"},
     "zscl_lwf": {"alpha": 1.0, "temperature": 2.0, "distill_transform": "eval"},
     "joint": {},

@@ -1,13 +1,14 @@
 """CUDA paths: AMP training steps and evaluation on the GPU (skipped where there is none; CI has none)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_run
 
 from clipcl_runner.evaluation import Evaluator
 from clipcl_runner.methods.lwf import LwF
 from clipcl_runner.trainer import StageTraining, TrainSettings
-from conftest import tiny_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -29,8 +30,15 @@ def test_amp_training_step_on_cuda(precision):
     if precision != "fp32":
         assert next(method.teacher.parameters()).dtype == run.teacher_dtype
     before = [p.detach().clone() for p in parameters]
-    training = StageTraining(run, method, parameters, make_optimizer, None,
-                             TrainSettings(batch_size=4, precision=precision, progress=False), seed=0)
+    training = StageTraining(
+        run,
+        method,
+        parameters,
+        make_optimizer,
+        None,
+        TrainSettings(batch_size=4, precision=precision, progress=False),
+        seed=0,
+    )
     stats = training.run()
     assert stats["train/steps"] == training.total > 0 and all(v == v for v in stats.values())
     assert all(p.dtype == torch.float32 for p in run.model.parameters())  # master weights stay fp32
@@ -60,8 +68,14 @@ def test_cl_clip_fp16_setting_on_cuda():
     with torch.autocast("cuda", dtype=torch.float16):
         assert method.teacher.encode_image(torch.randn(2, 3, 32, 32, device=CUDA)).dtype == torch.float32
     run.train_stage.iterations = 1
-    settings = TrainSettings(batch_size=4, precision="fp16", progress=False, grad_clip_norm=1.0,
-                             grad_clip_before_unscale=True, clamp_logit_scale=False)
+    settings = TrainSettings(
+        batch_size=4,
+        precision="fp16",
+        progress=False,
+        grad_clip_norm=1.0,
+        grad_clip_before_unscale=True,
+        clamp_logit_scale=False,
+    )
     before = [p.detach().clone() for p in parameters]
     training = StageTraining(run, method, parameters, lambda p: torch.optim.SGD(p, lr=1.0), None, settings, seed=0)
     training.run()

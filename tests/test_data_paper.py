@@ -1,4 +1,5 @@
 """The paper's real datasets on tiny fake copies written in their real on-disk formats (no download)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -106,9 +107,17 @@ def coco_root(tmp_path) -> Path:
     for image_id, (name, _) in VAL_IMAGES.items():
         write_jpeg(root / "val2014" / name, W, H, image_id)
     write_instances(root / "annotations" / "instances_train2014.json", TRAIN_IMAGES, TRAIN_ANNS)
-    write_instances(root / "annotations" / "instances_val2014.json", {i: n for i, (n, _) in VAL_IMAGES.items()}, VAL_ANNS)
+    write_instances(
+        root / "annotations" / "instances_val2014.json", {i: n for i, (n, _) in VAL_IMAGES.items()}, VAL_ANNS
+    )
     karpathy = [
-        {"filepath": "val2014", "filename": name, "cocoid": i, "split": split, "sentences": sentences(i, 6 if i == 101 else 5)}
+        {
+            "filepath": "val2014",
+            "filename": name,
+            "cocoid": i,
+            "split": split,
+            "sentences": sentences(i, 6 if i == 101 else 5),
+        }
         for i, (name, split) in VAL_IMAGES.items()
     ] + [
         {"filepath": "train2014", "filename": name, "cocoid": i, "split": "train", "sentences": sentences(i)}

@@ -1,4 +1,5 @@
 """ZSCL's benchmark datasets (MTIL, CIL) on tiny fake copies written in their real on-disk formats."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from hydra.utils import instantiate
 from PIL import Image
 from torchvision import transforms as T
@@ -29,14 +31,19 @@ from clipcl_runner.data.vision_datasets import (
     load_vision_dataset,
     random_split_indices,
 )
-from conftest import compose_config
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 TASK_CONFIGS = [
-    "mtil_order1", "mtil_order2", "cifar100_10", "cifar100_20", "cifar100_50",
-    "tinyimagenet_100_5", "tinyimagenet_100_10", "tinyimagenet_100_20",
+    "mtil_order1",
+    "mtil_order2",
+    "cifar100_10",
+    "cifar100_20",
+    "cifar100_50",
+    "tinyimagenet_100_5",
+    "tinyimagenet_100_10",
+    "tinyimagenet_100_20",
 ]
 
 
@@ -44,7 +51,9 @@ TASK_CONFIGS = [
 def clip():
     """What the builders read of a ClipBundle: 16 px transforms and the normalisation."""
     eval_tf = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor(), T.Normalize(MEAN, STD)])
-    return SimpleNamespace(name="fake", model=None, preprocess_eval=eval_tf, preprocess_train=eval_tf, image_mean=MEAN, image_std=STD)
+    return SimpleNamespace(
+        name="fake", model=None, preprocess_eval=eval_tf, preprocess_train=eval_tf, image_mean=MEAN, image_std=STD
+    )
 
 
 def write_image(path: Path, seed: int, mode: str = "RGB", size: int = 8) -> None:
@@ -67,8 +76,13 @@ def write_cifar100(root: Path, train_per_class: int = 2) -> list[str]:
             for c in range(100):
                 rows.append(np.concatenate([np.full(1024, c), np.full(1024, k), np.full(1024, 7)]).astype(np.uint8))
                 labels.append(c)
-        return {"data": np.stack(rows), "fine_labels": labels, "coarse_labels": [c // 5 for c in labels],
-                "filenames": [f"img_{i}.png" for i in range(len(labels))], "batch_label": "fake"}
+        return {
+            "data": np.stack(rows),
+            "fine_labels": labels,
+            "coarse_labels": [c // 5 for c in labels],
+            "filenames": [f"img_{i}.png" for i in range(len(labels))],
+            "batch_label": "fake",
+        }
 
     for part, per_class in (("train", train_per_class), ("test", 1)):
         (folder / part).write_bytes(pickle.dumps(batch(per_class), protocol=2))
@@ -139,10 +153,25 @@ def write_caltech101(root: Path, per_class: int = 5) -> None:
     """caltech101/101_ObjectCategories/<category>/image_0001.jpg ... (some images are greyscale)."""
     for c, category in enumerate(CALTECH):
         for n in range(1, per_class + 1):
-            write_image(root / "caltech101" / "101_ObjectCategories" / category / f"image_{n:04d}.jpg", c * 100 + n, "L" if n == 1 else "RGB")
+            write_image(
+                root / "caltech101" / "101_ObjectCategories" / category / f"image_{n:04d}.jpg",
+                c * 100 + n,
+                "L" if n == 1 else "RGB",
+            )
 
 
-EUROSAT = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop", "Residential", "River", "SeaLake"]
+EUROSAT = [
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+]
 
 
 def write_eurosat(root: Path, per_class: int = 5) -> None:
@@ -227,7 +256,12 @@ def test_torchvision_annotation_file_dataset_aircraft(data_root, clip):
 
 def test_torchvision_folder_datasets_with_zscl_random_split(data_root, clip):
     caltech = load_vision_dataset("caltech101", data_root, clip.preprocess_eval, clip.preprocess_eval)
-    assert caltech.classnames == ["off-center face", "airplane", "side of a car", "yin and yang symbol"]  # no background
+    assert caltech.classnames == [
+        "off-center face",
+        "airplane",
+        "side of a car",
+        "yin and yang symbol",
+    ]  # no background
     assert len(caltech.train) == 16 and len(caltech.test) == 4  # int(0.8 * 20)
     train, test = random_split_indices(20)
     all_paths = sorted(caltech.train.paths + caltech.test.paths)
@@ -278,9 +312,15 @@ def test_other_torchvision_formats(tmp_path, clip, monkeypatch):
         (pets / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
     cars = root / "stanford_cars"
     (cars / "devkit").mkdir(parents=True)
-    savemat(cars / "devkit" / "cars_meta.mat", {"class_names": np.array(["AM General Hummer SUV 2000", "Acura RL Sedan 2012"], dtype=object)})
+    savemat(
+        cars / "devkit" / "cars_meta.mat",
+        {"class_names": np.array(["AM General Hummer SUV 2000", "Acura RL Sedan 2012"], dtype=object)},
+    )
     record = [("fname", "O"), ("class", "O")]
-    for mat, folder in ((cars / "devkit" / "cars_train_annos.mat", "cars_train"), (cars / "cars_test_annos_withlabels.mat", "cars_test")):
+    for mat, folder in (
+        (cars / "devkit" / "cars_train_annos.mat", "cars_train"),
+        (cars / "cars_test_annos_withlabels.mat", "cars_test"),
+    ):
         rows = np.array([(f"{k:05d}.jpg", k % 2 + 1) for k in range(1, 5)], dtype=record)
         savemat(mat, {"annotations": rows})
         for k in range(1, 5):
@@ -312,12 +352,21 @@ def test_other_torchvision_formats(tmp_path, clip, monkeypatch):
 def test_random_split_is_zscls(data_root):
     for n in (7, 20, 1001):
         ours = random_split_indices(n)
-        theirs = torch.utils.data.random_split(range(n), [int(0.8 * n), n - int(0.8 * n)], generator=torch.Generator().manual_seed(42))
+        theirs = torch.utils.data.random_split(
+            range(n), [int(0.8 * n), n - int(0.8 * n)], generator=torch.Generator().manual_seed(42)
+        )
         assert ours == tuple(list(part.indices) for part in theirs)
 
 
 def test_max_per_class_and_pickling(data_root, clip):
-    data = load_vision_dataset("tinyimagenet", data_root, clip.preprocess_eval, clip.preprocess_eval, max_train_per_class=1, max_test_per_class=1)
+    data = load_vision_dataset(
+        "tinyimagenet",
+        data_root,
+        clip.preprocess_eval,
+        clip.preprocess_eval,
+        max_train_per_class=1,
+        max_test_per_class=1,
+    )
     assert len(data.train) == 200 and data.train.labels[:3] == [0, 1, 2]
     first = load_vision_dataset("tinyimagenet", data_root, max_train_per_class=1).train.paths
     assert first == data.train.paths  # deterministic
@@ -372,7 +421,9 @@ def test_mtil_sequence(data_root, clip):
     image, label = stages[2].train[0]
     assert image.shape == (3, 16, 16) and label == 0
     assert stages[0].test.transform is clip.preprocess_eval
-    small = mtil_sequence(clip, data_root, order=["mnist"], iterations=None, epochs=2, lr=3e-6, lr_overrides={}, max_train_per_class=1)
+    small = mtil_sequence(
+        clip, data_root, order=["mnist"], iterations=None, epochs=2, lr=3e-6, lr_overrides={}, max_train_per_class=1
+    )
     assert small[0].epochs == 2 and small[0].iterations is None and small[0].lr == 3e-6 and len(small[0].train) == 10
     assert MTIL_ORDERS["order2"][0] == "stanford_cars" and len(set(MTIL_ORDERS["order1"])) == 11
 
@@ -409,7 +460,9 @@ def test_cil_cifar100_ten_steps_in_class_order(data_root, clip):
 
 def test_cil_tinyimagenet_base_then_steps(data_root, clip, tmp_path):
     order = read_class_order("tinyimagenet", 200)
-    stages = cil_sequence(clip, data_root, dataset="tinyimagenet", initial_classes=100, increment=20, class_order="tinyimagenet")
+    stages = cil_sequence(
+        clip, data_root, dataset="tinyimagenet", initial_classes=100, increment=20, class_order="tinyimagenet"
+    )
     assert [len(s.classnames) for s in stages] == [100, 20, 20, 20, 20, 20]
     names = load_vision_dataset("tinyimagenet", data_root).classnames
     assert stages[0].classnames[:2] == [names[131], names[181]] and stages[1].classnames[0] == names[order[100]]
@@ -423,7 +476,9 @@ def test_cil_tinyimagenet_base_then_steps(data_root, clip, tmp_path):
     assert [len(s.classnames) for s in twenty] == [100] + [5] * 20
     custom = tmp_path / "my_order.txt"
     custom.write_text("# a custom order\n" + " ".join(str(c) for c in reversed(range(200))) + "\n")
-    reversed_stages = cil_sequence(clip, data_root, dataset="tinyimagenet", initial_classes=190, increment=10, class_order=str(custom))
+    reversed_stages = cil_sequence(
+        clip, data_root, dataset="tinyimagenet", initial_classes=190, increment=10, class_order=str(custom)
+    )
     assert reversed_stages[1].classnames == [names[c] for c in range(9, -1, -1)]
 
 
@@ -444,7 +499,11 @@ def test_task_configs_compose(name):
     assert cfg.tasks._target_.startswith("clipcl_runner.data.sequences.")
     if name.startswith("mtil"):
         assert list(cfg.tasks.order) == list(MTIL_ORDERS[name.replace("mtil_", "")])
-        assert cfg.tasks.iterations == 1000 and cfg.tasks.lr == 1e-5 and dict(cfg.tasks.lr_overrides) == {"aircraft": 5e-5, "mnist": 5e-5}
+        assert (
+            cfg.tasks.iterations == 1000
+            and cfg.tasks.lr == 1e-5
+            and dict(cfg.tasks.lr_overrides) == {"aircraft": 5e-5, "mnist": 5e-5}
+        )
     else:
         steps = {"cifar100_10": 10, "cifar100_20": 20, "cifar100_50": 50}.get(name)
         if steps:

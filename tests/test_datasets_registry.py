@@ -4,6 +4,7 @@ The toy-dataset test is the contract of README's "extend" section: a new MTIL-st
 registered DatasetSpec (here registered inside the test) plus a task sequence naming it; prompts, the
 missing-data error, the task builder and scripts/prepare_data.py all find it through the registry.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -14,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import REPO, compose_config
 from hydra.utils import instantiate
 from PIL import Image
 from torchvision import transforms as T
@@ -23,11 +25,22 @@ from clipcl_runner.data.datasets.readers import train_test_folders
 from clipcl_runner.data.errors import FETCH_HINTS, DatasetMissing
 from clipcl_runner.data.sequences import mtil_sequence
 from clipcl_runner.data.vision_datasets import DATASET_FOLDERS, load_vision_dataset
-from conftest import REPO, compose_config
 
 BUILT_IN = (
-    "aircraft", "caltech101", "cifar10", "cifar100", "dtd", "eurosat", "flowers", "food", "imagenet", "mnist",
-    "oxford_pet", "stanford_cars", "sun397", "tinyimagenet",
+    "aircraft",
+    "caltech101",
+    "cifar10",
+    "cifar100",
+    "dtd",
+    "eurosat",
+    "flowers",
+    "food",
+    "imagenet",
+    "mnist",
+    "oxford_pet",
+    "stanford_cars",
+    "sun397",
+    "tinyimagenet",
 )
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 TOY = "toy_shapes"
@@ -38,7 +51,9 @@ TOY_HINT = "Toy shapes are drawn by hand: put them in <root>/toy_shapes/{train,t
 def clip():
     """What the task builders read of a ClipBundle: 16 px transforms and the normalisation."""
     eval_tf = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor(), T.Normalize(MEAN, STD)])
-    return SimpleNamespace(name="fake", model=None, preprocess_eval=eval_tf, preprocess_train=eval_tf, image_mean=MEAN, image_std=STD)
+    return SimpleNamespace(
+        name="fake", model=None, preprocess_eval=eval_tf, preprocess_train=eval_tf, image_mean=MEAN, image_std=STD
+    )
 
 
 @pytest.fixture()

@@ -1,4 +1,5 @@
 """The pre-decoded image cache gives the images of the original pipeline (for the same random draws)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,15 @@ def jpegs(tmp_path_factory) -> list:
     return paths
 
 
-TRAIN = T.Compose([T.Resize(20, interpolation=T.InterpolationMode.BICUBIC), T.RandomCrop(16),
-                   T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+TRAIN = T.Compose(
+    [
+        T.Resize(20, interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomCrop(16),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(MEAN, STD),
+    ]
+)
 EVAL = T.Compose([T.Resize(18), T.CenterCrop(16), _convert_to_rgb, T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
@@ -51,7 +59,9 @@ def test_decoded_images_equal_the_original_pipeline(jpegs, transform):
 
 
 def test_split_keeps_random_steps_per_sample():
-    head, tail = split_transform(T.Compose([T.RandomResizedCrop(16), _convert_to_rgb, T.ToTensor(), T.Normalize(MEAN, STD)]))
+    head, tail = split_transform(
+        T.Compose([T.RandomResizedCrop(16), _convert_to_rgb, T.ToTensor(), T.Normalize(MEAN, STD)])
+    )
     assert head == [] and isinstance(tail[0], T.RandomResizedCrop) and isinstance(tail[1], T.ConvertImageDtype)
     assert len(tail) == 3  # the RGB conversion is dropped: images are decoded as RGB
 

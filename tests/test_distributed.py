@@ -1,4 +1,5 @@
 """Data-parallel training: two gloo processes under torchrun give the metrics of one process."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, TEST_PRESET
 
 from clipcl_runner.trainer import EpochShuffle
-from conftest import REPO, TEST_PRESET
 
 # Two short stages (10 steps of a global batch of 32) and a cheap evaluation, on the test preset's CLIP.
 # The tiny CLIP is a ResNet: BatchNorm in train mode normalises over each rank's 16 images rather than
 # the 32 of one process, so the comparison keeps BatchNorm statistics fixed (trainer.freeze_bn).
-SHORT = (*TEST_PRESET, "logger=none", "tasks.num_stages=2", "tasks.epochs=null", "tasks.iterations=10",
-         "trainer.freeze_bn=true",
-         "tasks.train_per_class=60", "tasks.test_per_class=40", "trainer.device=cpu", "trainer.threads=1",
-         "trainer.checkpoint=false", "eval.probes.synthetic.retrieval_images=100")
+SHORT = (
+    *TEST_PRESET,
+    "logger=none",
+    "tasks.num_stages=2",
+    "tasks.epochs=null",
+    "tasks.iterations=10",
+    "trainer.freeze_bn=true",
+    "tasks.train_per_class=60",
+    "tasks.test_per_class=40",
+    "trainer.device=cpu",
+    "trainer.threads=1",
+    "trainer.checkpoint=false",
+    "eval.probes.synthetic.retrieval_images=100",
+)
 
 
 def test_ranks_split_every_global_batch_between_them():
@@ -40,8 +51,9 @@ def launch(run_dir: Path, *launcher: str, env: dict | None = None) -> dict:
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(pretrained_test_clip, tmp_path):
     single = launch(tmp_path / "single", sys.executable)
-    pair = launch(tmp_path / "pair", sys.executable, "-m", "torch.distributed.run", "--standalone",
-                  "--nproc_per_node=2")
+    pair = launch(
+        tmp_path / "pair", sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"
+    )
     assert_same_run(single, pair, tmp_path / "pair")
 
 

@@ -1,4 +1,5 @@
 """The evaluator's bookkeeping: heads, task-head offsets, shared image features, metric names."""
+
 from __future__ import annotations
 
 import open_clip
@@ -22,8 +23,12 @@ def model_and_tokenizer():
 def stages(n: int = 3) -> list[Stage]:
     images = torch.randn(6, 3, 32, 32)
     return [
-        Stage(f"T{i + 1}", [f"class{i}a", f"class{i}b"], TensorImages(images, torch.arange(6) % 2),
-              TensorImages(images, torch.arange(6) % 2))
+        Stage(
+            f"T{i + 1}",
+            [f"class{i}a", f"class{i}b"],
+            TensorImages(images, torch.arange(6) % 2),
+            TensorImages(images, torch.arange(6) % 2),
+        )
         for i in range(n)
     ]
 
@@ -61,7 +66,14 @@ def test_probes_share_image_features_and_name_their_metrics(model_and_tokenizer,
     monkeypatch.setattr(evaluator, "encode_images", lambda m, d: encoded.append(d) or original(m, d))
     metrics = evaluator(model, completed_stages=0)
     assert len(encoded) == 3  # one per stage test set, and one for the three probes that share their images
-    assert {"task/T1/acc", "task/T2/acc", "zs/colour/acc", "zs/other/acc", "ret/heldout/i2t_r1", "ret/heldout/t2i_r10"} <= set(metrics)
+    assert {
+        "task/T1/acc",
+        "task/T2/acc",
+        "zs/colour/acc",
+        "zs/other/acc",
+        "ret/heldout/i2t_r1",
+        "ret/heldout/t2i_r10",
+    } <= set(metrics)
     assert all(0.0 <= value <= 100.0 for value in metrics.values())
     assert not model.training
 

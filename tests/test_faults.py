@@ -1,11 +1,11 @@
 """Fault injection on the run folder (issue 13): one writer, config identity on resume, safe loading,
 signals to the whole process group, rows exactly once, and bad input refused before any work."""
+
 from __future__ import annotations
 
 import errno
 import json
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, TEST_PRESET, compose_config
 
 from clipcl_runner import checkpoint, run_folder
 from clipcl_runner.config_checks import config_diff, identity
 from clipcl_runner.run_folder import RunFolderBusy, RunFolderError, RunLock
-from conftest import REPO, TEST_PRESET, compose_config
 
 SHORT = ("tasks.num_stages=2", "tasks.epochs=1")
 
@@ -38,8 +38,15 @@ def no_leftover_runs():
 
 def clipcl(*args: str, **popen) -> subprocess.Popen:
     """`clipcl ARGS` in its own process group (as a SLURM job step is), from the repository root."""
-    proc = subprocess.Popen([sys.executable, "-m", "clipcl_runner.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **popen)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipcl_runner.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
     STARTED.append(proc)
     return proc
 
@@ -71,8 +78,13 @@ finally:
 
 def refused(*args: str) -> tuple[str, float]:
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", CHECK, *TEST_PRESET, "logger=none", *args], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK, *TEST_PRESET, "logger=none", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr and "\\n" not in result.stderr, result.stderr
@@ -80,18 +92,21 @@ def refused(*args: str) -> tuple[str, float]:
     return result.stderr, elapsed
 
 
-@pytest.mark.parametrize("override, named", [
-    ("trainer.batch_size=abc", "trainer.batch_size='abc'"),
-    ("trainer.batch_size=0", "trainer.batch_size=0"),
-    ("trainer.batch_size=2.5", "trainer.batch_size=2.5"),
-    ("trainer.optimizer.lr=-1e-4", "trainer.optimizer.lr=-0.0001"),
-    ("seed=abc", "seed='abc'"),
-    ("+trainer.batchsize=8", "Did you mean trainer.batch_size"),
-    ("paths.cache_dir=/proc/nope/x", "paths.cache_dir=/proc/nope/x"),
-    ("paths.output_dir=/proc/nope/x", "paths.output_dir=/proc/nope/x"),
-    ("model=open_clip", "model.pretrain"),
-    ("part=both", "part='both'"),
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("trainer.batch_size=abc", "trainer.batch_size='abc'"),
+        ("trainer.batch_size=0", "trainer.batch_size=0"),
+        ("trainer.batch_size=2.5", "trainer.batch_size=2.5"),
+        ("trainer.optimizer.lr=-1e-4", "trainer.optimizer.lr=-0.0001"),
+        ("seed=abc", "seed='abc'"),
+        ("+trainer.batchsize=8", "Did you mean trainer.batch_size"),
+        ("paths.cache_dir=/proc/nope/x", "paths.cache_dir=/proc/nope/x"),
+        ("paths.output_dir=/proc/nope/x", "paths.output_dir=/proc/nope/x"),
+        ("model=open_clip", "model.pretrain"),
+        ("part=both", "part='both'"),
+    ],
+)
 def test_bad_values_are_refused_fast_naming_the_key(override, named, tmp_path):
     stderr, elapsed = refused(override, f"paths.output_dir={tmp_path}")
     assert named in stderr, stderr
@@ -120,9 +135,13 @@ def test_the_cli_choice_lists_match_the_modules():
     from clipcl_runner.retrieval import TIES
 
     assert CHOICES == {
-        "part": PARTS, "trainer.precision": PRECISIONS, "eval.task_head": TASK_HEADS,
-        "eval.precision": EVAL_PRECISIONS, "eval.retrieval_ties": TIES,
-        "trainer.teacher_precision": TEACHER_PRECISIONS, "trainer.train_head": TRAIN_HEADS,
+        "part": PARTS,
+        "trainer.precision": PRECISIONS,
+        "eval.task_head": TASK_HEADS,
+        "eval.precision": EVAL_PRECISIONS,
+        "eval.retrieval_ties": TIES,
+        "trainer.teacher_precision": TEACHER_PRECISIONS,
+        "trainer.train_head": TRAIN_HEADS,
     }
 
 
@@ -154,10 +173,19 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
             RunLock(tmp_path).acquire()
     RunLock(tmp_path).acquire().release()  # released on exit
 
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from clipcl_runner.run_folder import RunLock; "
-        f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)")],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from clipcl_runner.run_folder import RunLock; "
+                f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RunFolderBusy, match=rf"pid {holder.pid}"):
         RunLock(tmp_path).acquire()
@@ -177,11 +205,21 @@ def test_default_run_folders_never_collide():
 @pytest.mark.slow
 def test_two_runs_on_one_folder_one_is_refused_the_other_intact(pretrained_test_clip, tmp_path):
     run_dir = tmp_path / "run"
-    common = (*TEST_PRESET, "logger=none", "tasks.num_stages=1", "tasks.epochs=1", f"hydra.run.dir={run_dir}",
-              f"paths.output_dir={tmp_path}")
+    common = (
+        *TEST_PRESET,
+        "logger=none",
+        "tasks.num_stages=1",
+        "tasks.epochs=1",
+        f"hydra.run.dir={run_dir}",
+        f"paths.output_dir={tmp_path}",
+    )
     first = clipcl(*common, "seed=0")
-    wait_for(lambda: (run_dir / run_folder.LOCK).is_file() and (run_dir / run_folder.LOCK).stat().st_size > 0,
-             120, "the first run's lock", first)
+    wait_for(
+        lambda: (run_dir / run_folder.LOCK).is_file() and (run_dir / run_folder.LOCK).stat().st_size > 0,
+        120,
+        "the first run's lock",
+        first,
+    )
     second = clipcl(*common, "seed=1")
     out, err = second.communicate(timeout=300)
     assert second.returncode == 2, err[-3000:]
@@ -202,12 +240,24 @@ def fake_run_folder(run_dir: Path, *overrides: str) -> None:
 
 def test_identity_ignores_where_and_how_fast_but_not_what():
     base = identity(compose_config(*TEST_PRESET))
-    moved = identity(compose_config(*TEST_PRESET, "paths.cache_dir=/elsewhere", "trainer.num_workers=4",
-                                    "logger=none", "trainer.progress=true", "resume=true", "trainer.threads=3"))
+    moved = identity(
+        compose_config(
+            *TEST_PRESET,
+            "paths.cache_dir=/elsewhere",
+            "trainer.num_workers=4",
+            "logger=none",
+            "trainer.progress=true",
+            "resume=true",
+            "trainer.threads=3",
+        )
+    )
     assert config_diff(base, moved) == []
     changed = identity(compose_config(*TEST_PRESET, "trainer.optimizer.lr=0.01", "seed=3", "part=image"))
-    assert config_diff(base, changed) == ["part: 'whole' -> 'image'", "seed: 0 -> 3",
-                                          "trainer.optimizer.lr: 0.0001 -> 0.01"]
+    assert config_diff(base, changed) == [
+        "part: 'whole' -> 'image'",
+        "seed: 0 -> 3",
+        "trainer.optimizer.lr: 0.0001 -> 0.01",
+    ]
 
 
 def test_resume_with_another_method_is_refused_with_the_diff(tmp_path):
@@ -262,9 +312,22 @@ def test_a_crafted_pickle_in_last_pt_does_not_execute(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match=r"last\.pt holds Python objects"):
         checkpoint.load(run_dir)
     assert not marker.exists()
-    result = subprocess.run([sys.executable, "-m", "clipcl_runner.cli", *TEST_PRESET, "logger=none", "resume=true",
-                             f"hydra.run.dir={run_dir}", f"paths.output_dir={tmp_path}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipcl_runner.cli",
+            *TEST_PRESET,
+            "logger=none",
+            "resume=true",
+            f"hydra.run.dir={run_dir}",
+            f"paths.output_dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and str(run_dir / "checkpoints" / "last.pt") in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and not marker.exists()
 
@@ -297,8 +360,10 @@ def test_checkpoints_hold_only_safe_types(pretrained_test_clip, tmp_path):
 
 
 # -- 5. rows exactly once ----------------------------------------------------------------------
-ROWS = [{"stage": stage, "stage_name": name, "task/T1/acc": acc}
-        for stage, name, acc in ((0, "zero-shot", 10.0), (1, "T1", 50.0), (2, "T2", 40.0))]
+ROWS = [
+    {"stage": stage, "stage_name": name, "task/T1/acc": acc}
+    for stage, name, acc in ((0, "zero-shot", 10.0), (1, "T1", 50.0), (2, "T2", 40.0))
+]
 
 
 def wandb_stages(run_dir: Path) -> list[float]:
@@ -375,8 +440,14 @@ def test_workers_ignoring_the_signal_let_the_main_process_checkpoint(tmp_path):
     """SIGTERM to the whole process group: with ignore_stop_signals the workers outlive it, so the main
     process is not hit by "DataLoader worker killed" while it checkpoints."""
     target = tmp_path / "mid_stage.pt"
-    proc = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(target)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, str(target)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         os.killpg(proc.pid, signal.SIGTERM)
@@ -390,12 +461,16 @@ def test_workers_ignoring_the_signal_let_the_main_process_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, code, workers", [
-    pytest.param(signal.SIGTERM, 143, 2, id="SIGTERM-2-workers"),
-    pytest.param(signal.SIGINT, 130, 0, id="SIGINT"),
-])
+@pytest.mark.parametrize(
+    "signum, code, workers",
+    [
+        pytest.param(signal.SIGTERM, 143, 2, id="SIGTERM-2-workers"),
+        pytest.param(signal.SIGINT, 130, 0, id="SIGINT"),
+    ],
+)
 def test_a_signal_to_the_process_group_checkpoints_and_resumes_exactly(
-        pretrained_test_clip, tmp_path, signum, code, workers):
+    pretrained_test_clip, tmp_path, signum, code, workers
+):
     from test_e2e import run_preset
 
     overrides = ("method=vr_lwf", "tasks.num_stages=2", "tasks.epochs=3", f"trainer.num_workers={workers}")
@@ -408,7 +483,10 @@ def test_a_signal_to_the_process_group_checkpoints_and_resumes_exactly(
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == code, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    assert run_folder.checkpoint_path(run_dir, run_folder.MID_STAGE).exists() or run_folder.checkpoint_path(run_dir).exists()
+    assert (
+        run_folder.checkpoint_path(run_dir, run_folder.MID_STAGE).exists()
+        or run_folder.checkpoint_path(run_dir).exists()
+    )
     resumed = clipcl(*args, "resume=true")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
@@ -423,8 +501,9 @@ def test_a_signal_to_the_process_group_checkpoints_and_resumes_exactly(
 def test_report_counts_a_copied_seed_once_and_says_so(tmp_path):
     import shutil
 
-    from clipcl_runner import report
     from test_report import make_run
+
+    from clipcl_runner import report
 
     sweep = tmp_path / "sweep"
     for seed, values in ((0, (50.0, -26.0)), (1, (52.0, -24.0))):
@@ -441,8 +520,9 @@ def test_report_counts_a_copied_seed_once_and_says_so(tmp_path):
 
 
 def test_report_refuses_a_non_numeric_headline_value_naming_the_run(tmp_path, capsys):
-    from clipcl_runner import report
     from test_report import make_run
+
+    from clipcl_runner import report
 
     sweep = tmp_path / "sweep"
     make_run(sweep / "0_finetune_s0", "finetune", 0, (50.0, -26.0))
@@ -456,8 +536,9 @@ def test_report_refuses_a_non_numeric_headline_value_naming_the_run(tmp_path, ca
 
 
 def test_report_names_a_malformed_accuracy_matrix(tmp_path, capsys):
-    from clipcl_runner import report
     from test_report import make_run
+
+    from clipcl_runner import report
 
     sweep = tmp_path / "sweep"
     run = make_run(sweep / "0_finetune_s0", "finetune", 0, (50.0, -26.0))
@@ -467,9 +548,13 @@ def test_report_names_a_malformed_accuracy_matrix(tmp_path, capsys):
 
 
 def test_the_runner_loads_neither_wandb_nor_matplotlib_until_needed():
-    code = ("import sys, clipcl_runner.runner, clipcl_runner.tracking as t; "
-            "t.RunTracker(sys.argv[1], config={}, mode='disabled').finish(); "
-            "print(sorted(m for m in ('wandb', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, clipcl_runner.runner, clipcl_runner.tracking as t; "
+        "t.RunTracker(sys.argv[1], config={}, mode='disabled').finish(); "
+        "print(sorted(m for m in ('wandb', 'matplotlib') if m in sys.modules))"
+    )
     with __import__("tempfile").TemporaryDirectory() as folder:
-        out = subprocess.run([sys.executable, "-c", code, folder], cwd=REPO, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", code, folder], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
     assert out.stdout.strip() == "[]", out.stderr[-2000:]

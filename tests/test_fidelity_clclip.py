@@ -3,18 +3,17 @@
 Expected numbers are derived here independently: a hand-worked case, or the official formula
 restated in a few lines (never the official code itself).
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
-
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from conftest import tiny_run
+from torch import nn
 
 torch.set_num_threads(1)
 
@@ -36,8 +35,17 @@ def encode_texts(model: nn.Module, tokenizer, texts) -> torch.Tensor:
 def kl_teacher_student(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Batch mean of sum_c p_t log(p_t / p_s) (the official LwF_KL with q = teacher)."""
     p_t = torch.softmax(teacher_logits / temperature, dim=1)
-    return (p_t * (torch.log_softmax(teacher_logits / temperature, dim=1)
-                   - torch.log_softmax(student_logits / temperature, dim=1))).sum(1).mean()
+    return (
+        (
+            p_t
+            * (
+                torch.log_softmax(teacher_logits / temperature, dim=1)
+                - torch.log_softmax(student_logits / temperature, dim=1)
+            )
+        )
+        .sum(1)
+        .mean()
+    )
 
 
 # --- 1. VR-LwF: CE + alpha * VR in OST / MST session 0, + alpha * LwF from session 1 ----------------
@@ -50,14 +58,16 @@ def vr_lwf_expected(run, method, images, labels, with_lwf: bool) -> torch.Tensor
         current = encode_texts(model, tok, [template.format(c) for c in run.stage.classnames])
         ce = F.cross_entropy(model.logit_scale.exp() * img @ current.t(), labels)
         voc_s, voc_t = encode_texts(model, tok, VOCABULARY), encode_texts(teacher, tok, VOCABULARY)
-        vr = kl_teacher_student(teacher.logit_scale.exp() * img_t @ voc_t.t(), model.logit_scale.exp() * img @ voc_s.t(),
-                                method.temperature)
+        vr = kl_teacher_student(
+            teacher.logit_scale.exp() * img_t @ voc_t.t(), model.logit_scale.exp() * img @ voc_s.t(), method.temperature
+        )
         distill = vr
         if with_lwf:
             seen = [template.format(c) for c in run.seen_classnames()]
             s, t = encode_texts(model, tok, seen), encode_texts(teacher, tok, seen)
-            distill = distill + kl_teacher_student(teacher.logit_scale.exp() * img_t @ t.t(),
-                                                   model.logit_scale.exp() * img @ s.t(), method.temperature)
+            distill = distill + kl_teacher_student(
+                teacher.logit_scale.exp() * img_t @ t.t(), model.logit_scale.exp() * img @ s.t(), method.temperature
+            )
     return ce + method.alpha * distill
 
 
@@ -66,8 +76,9 @@ def test_vr_lwf_loss_is_ce_plus_alpha_vr_and_lwf_from_the_second_session(stage_i
     from clipcl_runner.methods.vr_lwf import VRLwF
 
     run = tiny_run("whole", stages=2)
-    method = VRLwF(alpha=0.7, temperature=1.0, num_texts=len(VOCABULARY), vocabulary=VOCABULARY,
-                   lwf_from_stage=lwf_from_stage)
+    method = VRLwF(
+        alpha=0.7, temperature=1.0, num_texts=len(VOCABULARY), vocabulary=VOCABULARY, lwf_from_stage=lwf_from_stage
+    )
     method.setup(run)
     run.stage_index = stage_index
     method.begin_stage(run)
@@ -91,8 +102,9 @@ def test_vr_lwf_rejects_a_negative_lwf_stage():
 
 # --- 2. OpenAI backbones are built with QuickGELU; a mismatch is an error ---------------------------
 def shipped_open_clip_models() -> list[str]:
-    from conftest import CONFIG_DIR
     from pathlib import Path
+
+    from conftest import CONFIG_DIR
 
     names = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml"))
     return [n for n in names if n not in ("synthetic", "local_checkpoint")]
@@ -100,10 +112,10 @@ def shipped_open_clip_models() -> list[str]:
 
 @pytest.mark.parametrize("model", shipped_open_clip_models())
 def test_every_shipped_openai_model_config_builds_quick_gelu(model):
+    from conftest import compose_config
     from hydra.utils import instantiate
 
     from clipcl_runner.models import built_activation, tag_quick_gelu
-    from conftest import compose_config
 
     cfg = compose_config(f"model={model}").model
     assert tag_quick_gelu(cfg.name, cfg.pretrained) is True  # every shipped config is an OpenAI tag
@@ -202,11 +214,14 @@ def test_hidden_files_and_folders_are_never_images_or_classes(tmp_path):
 
 
 # --- 10. COCO crop box: every float corner rounded as PIL.crop rounds it -----------------------------
-@pytest.mark.parametrize("bbox,official,cover", [
-    ([20.4, 5.6, 8.2, 9.1], (20, 6, 29, 15), (20, 5, 29, 15)),   # 28.6 -> 29, 14.7 -> 15
-    ([2.5, 3.5, 10.0, 10.0], (2, 4, 12, 14), (2, 3, 13, 14)),    # halves to even: 2.5 -> 2, 3.5 -> 4, 12.5 -> 12
-    ([0.2, 0.7, 5.1, 5.1], (0, 1, 5, 6), (0, 0, 6, 6)),
-])
+@pytest.mark.parametrize(
+    "bbox,official,cover",
+    [
+        ([20.4, 5.6, 8.2, 9.1], (20, 6, 29, 15), (20, 5, 29, 15)),  # 28.6 -> 29, 14.7 -> 15
+        ([2.5, 3.5, 10.0, 10.0], (2, 4, 12, 14), (2, 3, 13, 14)),  # halves to even: 2.5 -> 2, 3.5 -> 4, 12.5 -> 12
+        ([0.2, 0.7, 5.1, 5.1], (0, 1, 5, 6), (0, 0, 6, 6)),
+    ],
+)
 def test_coco_crop_box_rounds_each_corner_like_pil(bbox, official, cover):
     from PIL import Image
 
@@ -234,7 +249,7 @@ def official_ranks(images: np.ndarray, captions: np.ndarray) -> tuple[np.ndarray
     t2i = np.zeros(5 * n)
     ims = images[::5]
     for index in range(n):
-        for i, query in enumerate(captions[5 * index: 5 * index + 5]):
+        for i, query in enumerate(captions[5 * index : 5 * index + 5]):
             t2i[5 * index + i] = np.where(np.argsort(query @ ims.T)[::-1] == index)[0][0]
     return i2t, t2i
 
@@ -329,7 +344,9 @@ def test_geodl_uses_the_shared_ce_with_train_head_seen_and_label_smoothing(kerne
     loss, terms = method.training_loss(run, images, labels)
     with torch.no_grad():
         img = F.normalize(run.model.encode_image(images), dim=-1)
-        text = encode_texts(run.model, run.tokenizer, [run.stage.train_templates[0].format(c) for c in run.seen_classnames()])
+        text = encode_texts(
+            run.model, run.tokenizer, [run.stage.train_templates[0].format(c) for c in run.seen_classnames()]
+        )
         expected = F.cross_entropy(run.model.logit_scale.exp() * img @ text.t(), labels, label_smoothing=0.1)
     assert terms["ce"].item() == pytest.approx(expected.item(), rel=1e-4)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
@@ -349,7 +366,7 @@ def test_geodl_mst_text_term_over_every_seen_class(text_classes, rows):
     images = torch.randn(4, 3, 32, 32)
     _, terms = method.training_loss(run, images, torch.tensor([0, 1, 0, 1]))
     template = run.stage.train_templates[0]
-    names = (run.seen_classnames() if text_classes == "seen" else run.stage.classnames)
+    names = run.seen_classnames() if text_classes == "seen" else run.stage.classnames
     assert len(names) == rows and method.text_names == list(names)
     with torch.no_grad():
         prompts = [template.format(c) for c in names]
@@ -380,7 +397,8 @@ def tiny_vit(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("vit_config")
     config = {
-        "embed_dim": 32, "quick_gelu": True,
+        "embed_dim": 32,
+        "quick_gelu": True,
         "vision_cfg": {"image_size": 32, "layers": BLOCKS, "width": VIT_WIDTH, "patch_size": 16, "head_width": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": TEXT_WIDTH, "heads": 2, "layers": BLOCKS},
     }
@@ -396,8 +414,14 @@ def vit_run(name: str, part: str, train_logit_scale: bool = True):
 
     run = tiny_run(part)
     torch.manual_seed(0)
-    return RunContext(model=open_clip.create_model(name), tokenizer=open_clip.get_tokenizer(name),
-                      device=torch.device("cpu"), stages=run.stages, part=part, train_logit_scale=train_logit_scale)
+    return RunContext(
+        model=open_clip.create_model(name),
+        tokenizer=open_clip.get_tokenizer(name),
+        device=torch.device("cpu"),
+        stages=run.stages,
+        part=part,
+        train_logit_scale=train_logit_scale,
+    )
 
 
 def block_rectifier_size(width: int, in_proj: bool) -> int:
@@ -406,13 +430,16 @@ def block_rectifier_size(width: int, in_proj: bool) -> int:
     return size + (RANK * 3 * width + RANK * width + 3 * width if in_proj else 0)
 
 
-@pytest.mark.parametrize("part,in_proj,quirk,towers", [
-    ("whole", False, False, ("image", "text")),
-    ("whole", True, False, ("image", "text")),
-    ("image", False, False, ("image",)),
-    ("text", False, False, ("text",)),
-    ("text", False, True, ("image", "text")),  # CL-CLIP's "Transformer" name match also hits visual.transformer
-])
+@pytest.mark.parametrize(
+    "part,in_proj,quirk,towers",
+    [
+        ("whole", False, False, ("image", "text")),
+        ("whole", True, False, ("image", "text")),
+        ("image", False, False, ("image",)),
+        ("text", False, False, ("text",)),
+        ("text", False, True, ("image", "text")),  # CL-CLIP's "Transformer" name match also hits visual.transformer
+    ],
+)
 def test_rkr_parameter_counts_follow_the_official_layers(tiny_vit, part, in_proj, quirk, towers):
     from clipcl_runner.methods.rkr import RKR
 
@@ -463,7 +490,10 @@ def student_teacher_logits(run, teacher, images, names):
     template = run.stage.train_templates[0]
     prompts = [template.format(c) for c in names]
     with torch.no_grad():
-        img, img_t = F.normalize(run.model.encode_image(images), dim=-1), F.normalize(teacher.encode_image(images), dim=-1)
+        img, img_t = (
+            F.normalize(run.model.encode_image(images), dim=-1),
+            F.normalize(teacher.encode_image(images), dim=-1),
+        )
         s, t = encode_texts(run.model, run.tokenizer, prompts), encode_texts(teacher, run.tokenizer, prompts)
     return run.model.logit_scale.exp() * img @ s.t(), teacher.logit_scale.exp() * img_t @ t.t()
 
@@ -489,13 +519,15 @@ def test_ft_and_lwf_match_the_official_masked_logits(stage_index):
         all_names = [c for s in run.stages for c in s.classnames]
         student, base = student_teacher_logits(run, teacher, images, all_names)
         session = torch.zeros(len(all_names), dtype=torch.bool)
-        session[2 * stage_index: 2 * stage_index + 2] = True
+        session[2 * stage_index : 2 * stage_index + 2] = True
         seen = torch.zeros(len(all_names), dtype=torch.bool)
         seen[: 2 * stage_index + 2] = True
         ce = F.cross_entropy(student.masked_fill(~session, -1e4), LABELS + 2 * stage_index)
         expected = ce
         if isinstance(method, LwF):
-            expected = ce + 0.5 * kl_teacher_student(base.masked_fill(~seen, -1e4), student.masked_fill(~seen, -1e4), 1.0)
+            expected = ce + 0.5 * kl_teacher_student(
+                base.masked_fill(~seen, -1e4), student.masked_fill(~seen, -1e4), 1.0
+            )
         assert loss.item() == pytest.approx(expected.item(), rel=1e-4), method.name
 
 
@@ -509,34 +541,57 @@ def test_part_parameter_sets_equal_main_py(tiny_vit, part, official):
 
     model = open_clip.create_model(tiny_vit)
     names = [n for n, _ in model.named_parameters()]
-    visual_trans = [n for n in names if n.split(".")[0] == "visual" and len(n.split(".")) > 3 and n.split(".")[1] == "transformer"]
+    visual_trans = [
+        n for n in names if n.split(".")[0] == "visual" and len(n.split(".")) > 3 and n.split(".")[1] == "transformer"
+    ]
     text_trans = [n for n in names if n.split(".")[0] == "transformer"]
-    text_pre, text_post = ["token_embedding.weight", "positional_embedding"], ["ln_final.weight", "ln_final.bias", "text_projection", "logit_scale"]
-    visual_pre = ["visual.class_embedding", "visual.positional_embedding", "visual.conv1.weight", "visual.ln_pre.weight", "visual.ln_pre.bias"]
+    text_pre, text_post = (
+        ["token_embedding.weight", "positional_embedding"],
+        ["ln_final.weight", "ln_final.bias", "text_projection", "logit_scale"],
+    )
+    visual_pre = [
+        "visual.class_embedding",
+        "visual.positional_embedding",
+        "visual.conv1.weight",
+        "visual.ln_pre.weight",
+        "visual.ln_pre.bias",
+    ]
     visual_post = ["visual.ln_post.weight", "visual.ln_post.bias", "visual.proj", "logit_scale"]
-    learning = {"wm": text_trans + visual_trans + text_post + visual_post + text_pre + visual_pre,
-                "io": visual_trans + visual_post + visual_pre, "to": text_trans + text_post + text_pre}[official]
+    learning = {
+        "wm": text_trans + visual_trans + text_post + visual_post + text_pre + visual_pre,
+        "io": visual_trans + visual_post + visual_pre,
+        "to": text_trans + text_post + text_pre,
+    }[official]
     chosen = {id(p) for p in select_trainable(model, part, train_logit_scale=True)}
     assert {n for n, p in model.named_parameters() if id(p) in chosen} == set(learning)
 
 
 def test_preset_prompts_and_transforms_equal_data_py():
+    from conftest import compose_config
     from hydra.utils import instantiate
     from torchvision import transforms as T
 
     from clipcl_runner.data.folders import paper_train_transform
-    from conftest import compose_config
 
     cfg = compose_config("experiment=ding2022_mst", "method=finetune")
-    assert cfg.tasks.prompt == "this is a photo of {} in the scene ."            # data.py:63
+    assert cfg.tasks.prompt == "this is a photo of {} in the scene ."  # data.py:63
     assert list(cfg.eval.probes.tiered_imagenet.templates) == ["this is a photo of {} ."]  # data.py:259
-    assert compose_config("experiment=ding2022_mst", "tasks=eurosat_mst").tasks.prompt == "this is a satellite photo of {} ."
+    assert (
+        compose_config("experiment=ding2022_mst", "tasks=eurosat_mst").tasks.prompt
+        == "this is a satellite photo of {} ."
+    )
     clip = instantiate(cfg.model, load_weights=False)
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     train = paper_train_transform(clip).transforms  # data.py:23-29: Resize 256 bicubic, RandomCrop 224, flip
-    assert isinstance(train[0], T.Resize) and train[0].size == 256 and train[0].interpolation == T.InterpolationMode.BICUBIC
+    assert (
+        isinstance(train[0], T.Resize)
+        and train[0].size == 256
+        and train[0].interpolation == T.InterpolationMode.BICUBIC
+    )
     assert isinstance(train[1], T.RandomCrop) and tuple(train[1].size) == (224, 224)
-    assert isinstance(train[2], T.RandomHorizontalFlip) and tuple(train[-1].mean) == mean and tuple(train[-1].std) == std
+    assert (
+        isinstance(train[2], T.RandomHorizontalFlip) and tuple(train[-1].mean) == mean and tuple(train[-1].std) == std
+    )
     resize, crop = (s for s in clip.preprocess_eval.transforms if isinstance(s, (T.Resize, T.CenterCrop)))
     assert resize.size == 224 and resize.interpolation == T.InterpolationMode.BICUBIC and tuple(crop.size) == (224, 224)
     normalize = [s for s in clip.preprocess_eval.transforms if isinstance(s, T.Normalize)][0]
@@ -570,12 +625,25 @@ LEDGER_DEFAULTS = {  # config key -> value in both ding2022_* presets (COCO, par
 LEDGER_METHOD_DEFAULTS = {  # method -> {method key: value} (+ trainer.optimizer.lr)
     "finetune": {"lr": 1e-6},
     "lwf": {"lr": 1e-6, "alpha": 0.5, "temperature": 1.0},
-    "vr_lwf": {"lr": 1e-6, "alpha": 0.5, "temperature": 1.0, "include_lwf": True, "lwf_from_stage": 1,
-               "num_texts": 100, "token_length": 8},
+    "vr_lwf": {
+        "lr": 1e-6,
+        "alpha": 0.5,
+        "temperature": 1.0,
+        "include_lwf": True,
+        "lwf_from_stage": 1,
+        "num_texts": 100,
+        "token_length": 8,
+    },
     "geodl": {"lr": 1e-6, "alpha": 0.5, "kernel": "official", "text_classes": "seen", "null_space_dim": 60},
     "imm": {"lr": 1e-6, "alpha": 0.5},
-    "rkr": {"lr": 1e-5, "init": "linear", "layers": "blocks", "in_proj": False, "freeze_logit_scale": True,
-            "text_rectifies_image": True},
+    "rkr": {
+        "lr": 1e-5,
+        "init": "linear",
+        "layers": "blocks",
+        "in_proj": False,
+        "freeze_logit_scale": True,
+        "text_rectifies_image": True,
+    },
 }
 
 
@@ -584,9 +652,8 @@ LEDGER_METHOD_DEFAULTS = {  # method -> {method key: value} (+ trainer.optimizer
 def test_presets_resolve_to_the_ledger(experiment, epochs, method):
     from pathlib import Path
 
-    from omegaconf import OmegaConf
-
     from conftest import REPO, compose_config
+    from omegaconf import OmegaConf
 
     ledger = Path(REPO, "docs", "fidelity.md").read_text()
     cfg = compose_config(f"experiment={experiment}", f"method={method}")
@@ -619,9 +686,8 @@ EUROSAT_SCRIPT_ALPHAS = {
 
 @pytest.mark.parametrize("method", sorted(EUROSAT_SCRIPT_ALPHAS))
 def test_presets_on_eurosat_take_the_eurosat_scripts_alphas(method):
-    from hydra.utils import instantiate
-
     from conftest import compose_config
+    from hydra.utils import instantiate
 
     for part, alpha in EUROSAT_SCRIPT_ALPHAS[method].items():
         cfg = compose_config("experiment=ding2022_ost", "tasks=eurosat_ost", f"method={method}", f"part={part}")

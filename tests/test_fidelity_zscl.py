@@ -3,10 +3,10 @@
 Each test pins one row of docs/fidelity_zscl.md. Expected numbers are derived by hand in the
 comments, or from the official formula restated in a few lines here.
 """
+
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import compose_config, tiny_run
 from hydra.utils import instantiate
 from PIL import Image
+from test_data_zscl import write_caltech101, write_cifar100, write_eurosat, write_mnist, write_sun397
 from torch import nn
 from torchvision import transforms as T
 
@@ -24,18 +26,16 @@ from clipcl_runner.data.errors import DatasetMissing
 from clipcl_runner.data.reference import ReferenceSet, imagenet_cc_reference, read_cc_captions
 from clipcl_runner.data.sequences import cil_sequence, mtil_sequence
 from clipcl_runner.data.stages import Stage, TensorImages, with_transform
-from clipcl_runner.data.vision_datasets import ArrayImages, load_vision_dataset
+from clipcl_runner.data.vision_datasets import load_vision_dataset
+from clipcl_runner.methods.distill import soft_target_distillation
 from clipcl_runner.methods.icarl import ICaRL, zscl_stage_quotas
 from clipcl_runner.methods.lwf_vr import LwFVR
 from clipcl_runner.methods.weights import trainable_snapshot
 from clipcl_runner.methods.wise_ft import WiSEFT
-from clipcl_runner.methods.distill import soft_target_distillation
 from clipcl_runner.methods.zscl import ZSCL, we_due
 from clipcl_runner.methods.zscl_lwf import ZSCLLwF
 from clipcl_runner.trainer import StageTraining, TrainSettings
 from clipcl_runner.zscl_loop import batches_per_epoch, zscl_cosine
-from conftest import compose_config, tiny_run
-from test_data_zscl import write_caltech101, write_cifar100, write_eurosat, write_mnist, write_sun397
 
 torch.set_num_threads(1)
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -44,8 +44,9 @@ LABELS = torch.tensor([0, 1, 0, 1])
 
 def fake_clip():
     eval_tf = T.Compose([T.Resize(16), T.CenterCrop(16), T.ToTensor(), T.Normalize(MEAN, STD)])
-    return SimpleNamespace(name="fake", model=None, preprocess_eval=eval_tf, preprocess_train=eval_tf,
-                           image_mean=MEAN, image_std=STD)
+    return SimpleNamespace(
+        name="fake", model=None, preprocess_eval=eval_tf, preprocess_train=eval_tf, image_mean=MEAN, image_std=STD
+    )
 
 
 def tiny_reference(images: int = 12) -> ReferenceSet:
@@ -269,8 +270,12 @@ def test_imagenet_cc_reference_reads_imagenet_train_and_cc_captions(tmp_path):
     image, _ = reference.images[0]
     assert image.shape == (3, 16, 16)
     four = imagenet_cc_reference(clip, tmp_path, tsv, max_images=4).images  # 6 images: indices 0, 1, 3, 4
-    assert [Path(p).name for p in four.paths] == ["n01440764_0.JPEG", "n01440764_1.JPEG", "n01443537_0.JPEG",
-                                                   "n01443537_1.JPEG"]
+    assert [Path(p).name for p in four.paths] == [
+        "n01440764_0.JPEG",
+        "n01440764_1.JPEG",
+        "n01443537_0.JPEG",
+        "n01443537_1.JPEG",
+    ]
     # gather_cc.py's output (ZSCL's own file): a header, then title<TAB>filepath
     output = tmp_path / "cc" / "Validation_GCC-1.1.0-Validation_output.csv"
     output.write_text("title\tfilepath\na red car\tcc_data/val/1/1.jpg\n")
@@ -440,9 +445,15 @@ def test_wise_ft_stage_start_anchor_with_ratio_08():
 
 
 # --------------------------------------------------------------------------- 16. a real frozen teacher
-@pytest.mark.parametrize("make", [
-    lambda: LwFVR(num_texts=4), lambda: ZSCLLwF(distill_transform="train"), lambda: ICaRL(memory_size=4),
-], ids=["lwf_vr", "zscl_lwf", "icarl"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LwFVR(num_texts=4),
+        lambda: ZSCLLwF(distill_transform="train"),
+        lambda: ICaRL(memory_size=4),
+    ],
+    ids=["lwf_vr", "zscl_lwf", "icarl"],
+)
 def test_teachers_share_no_storage_and_the_distillation_gradient_is_not_zero(make):
     run = tiny_run("whole")
     method = make()
@@ -497,8 +508,10 @@ def test_zscl_loss_is_the_official_one_minus_a_constant_with_the_same_gradient()
     assert torch.allclose(g_ours, g_official, atol=1e-6)
     # the text->image term is the same function on the transposed logits
     assert soft_target_distillation(student.t(), teacher.t(), 2.0).item() == pytest.approx(
-        official_distillation(teacher.t(), student.t()).item() - (
-            -(F.softmax(teacher.t() / 2, 1) * F.log_softmax(teacher.t() / 2, 1)).sum(1).mean() * 4).item(), rel=1e-5)
+        official_distillation(teacher.t(), student.t()).item()
+        - (-(F.softmax(teacher.t() / 2, 1) * F.log_softmax(teacher.t() / 2, 1)).sum(1).mean() * 4).item(),
+        rel=1e-5,
+    )
 
 
 def test_zscl_step_gradient_is_the_official_loss():
@@ -556,8 +569,9 @@ def test_zscl_lwf_step_gradient_is_lwf_shs_loss():
     scale = model.logit_scale.exp()
     texts = run.tokenizer([f"a photo of a {name}." for name in run.stage.classnames])
     out = F.normalize(model.encode_image(images), dim=-1)
-    official = F.cross_entropy(scale * out @ F.normalize(model.encode_text(texts), dim=-1).t(), labels,
-                               label_smoothing=0.2)
+    official = F.cross_entropy(
+        scale * out @ F.normalize(model.encode_text(texts), dim=-1).t(), labels, label_smoothing=0.2
+    )
     with torch.no_grad():
         ref_embeddings = F.normalize(teacher.encode_text(texts), dim=-1)
         ref_out = F.normalize(teacher.encode_image(images), dim=-1)
@@ -588,8 +602,14 @@ PRESETS = {
         "lwf_vr": {"distill_transform": "eval", "alpha": 1.0},
         "zscl_lwf": {"distill_transform": "eval", "alpha": 1.0},
         "tasks": {"extra_steps": 1, "iterations": 1000},
-        "trainer": {"label_smoothing": 0.2, "batch_size": 64, "train_head": "stage", "precision": "fp32",
-                    "clamp_logit_scale": False, "grad_clip_norm": None},
+        "trainer": {
+            "label_smoothing": 0.2,
+            "batch_size": 64,
+            "train_head": "stage",
+            "precision": "fp32",
+            "clamp_logit_scale": False,
+            "grad_clip_norm": None,
+        },
     },
     "zscl_cil": {
         "reference": "clipcl_runner.data.reference.coco_reference",
@@ -598,10 +618,23 @@ PRESETS = {
         "wise_ft": {"ratio": 0.8, "anchor": "stage_start"},
         "lwf_vr": {"distill_transform": "train", "alpha": 5.0},
         "zscl_lwf": {"distill_transform": "train", "alpha": 5.0},
-        "tasks": {"extra_steps": 1, "steps_per_task": "official", "batch_size": 64, "train_transform": "crop",
-                  "test_transform": "crop", "keep_underscores": True},
-        "trainer": {"label_smoothing": 0.2, "batch_size": 64, "train_head": "stage", "drop_last": False,
-                    "precision": "fp32", "clamp_logit_scale": False, "grad_clip_norm": None},
+        "tasks": {
+            "extra_steps": 1,
+            "steps_per_task": "official",
+            "batch_size": 64,
+            "train_transform": "crop",
+            "test_transform": "crop",
+            "keep_underscores": True,
+        },
+        "trainer": {
+            "label_smoothing": 0.2,
+            "batch_size": 64,
+            "train_head": "stage",
+            "drop_last": False,
+            "precision": "fp32",
+            "clamp_logit_scale": False,
+            "grad_clip_norm": None,
+        },
     },
 }
 
@@ -622,8 +655,9 @@ def test_presets_resolve_to_the_ledger(preset):
     assert cfg.trainer.scheduler._target_ == "clipcl_runner.zscl_loop.zscl_cosine"
     assert cfg.trainer.scheduler.extra_steps == cfg.tasks.extra_steps == 1
     # each quirk is one override away
-    clean = compose_config(f"experiment={preset}", "method=zscl", "method.we_timing=multiples", "method.l2=0",
-                           "tasks.extra_steps=0")
+    clean = compose_config(
+        f"experiment={preset}", "method=zscl", "method.we_timing=multiples", "method.l2=0", "tasks.extra_steps=0"
+    )
     method = instantiate(clean.method, _convert_="all")
     assert method.we_timing == "multiples" and method.l2 == 0 and clean.trainer.scheduler.extra_steps == 0
 

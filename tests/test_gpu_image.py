@@ -8,6 +8,7 @@ wheels for this Python, and run the script's ``--cpu-smoke`` mode in it: the sam
 imports, CUDA tests (skipping), the bench's train section and the runner end to end on the CPU.
 The fast tests keep the heavy optional dependencies off the runner's import path.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -19,23 +20,28 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CACHE, REPO
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 IMAGE = CACHE / "gpu_image" / f"py{PYTHON_VERSION}"  # built once per machine, never installed into afterwards
 # What the GPU machine has preinstalled; torch and torchvision at this checkout's versions (they lie on disk here).
-IMAGE_PACKAGES = [f"torch=={importlib.metadata.version('torch')}",
-                  f"torchvision=={importlib.metadata.version('torchvision')}", "timm", "transformers"]
+IMAGE_PACKAGES = [
+    f"torch=={importlib.metadata.version('torch')}",
+    f"torchvision=={importlib.metadata.version('torchvision')}",
+    "timm",
+    "transformers",
+]
 NOT_IN_IMAGE = ("pandas", "matplotlib", "scipy", "wandb", "submitit", "open_clip", "hydra", "omegaconf", "pytest")
 CARRY_LIMIT = 64 * 2**20
 
 
 # -- fast: optional dependencies stay off the runner's path -------------------------------------------
 def test_runner_modules_import_without_pandas_matplotlib_scipy():
-    code = ("import sys, clipcl_runner.cli, clipcl_runner.runner, clipcl_runner.results, clipcl_runner.plots; "
-            "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))")
+    code = (
+        "import sys, clipcl_runner.cli, clipcl_runner.runner, clipcl_runner.results, clipcl_runner.plots; "
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
 
@@ -44,7 +50,10 @@ def test_figures_are_skipped_with_a_warning_without_matplotlib(tmp_path, monkeyp
     from clipcl_runner.plots import plot_probes
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
-    rows = [{"stage": 0, "stage_name": "zero-shot", "zs/x/acc": 50.0}, {"stage": 1, "stage_name": "T1", "zs/x/acc": 40.0}]
+    rows = [
+        {"stage": 0, "stage_name": "zero-shot", "zs/x/acc": 50.0},
+        {"stage": 1, "stage_name": "T1", "zs/x/acc": 40.0},
+    ]
     path = plot_probes(rows, tmp_path / "probes.png")
     assert path == tmp_path / "probes.png" and not path.exists()
     assert "matplotlib is not installed" in caplog.text
@@ -65,8 +74,9 @@ def simulated_image() -> Path:
     building = IMAGE.with_name(IMAGE.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(building)], check=True)  # no system site-packages
-    subprocess.run([str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", *IMAGE_PACKAGES],
-                   check=True, timeout=1800)
+    subprocess.run(
+        [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", *IMAGE_PACKAGES], check=True, timeout=1800
+    )
     shutil.rmtree(IMAGE, ignore_errors=True)
     building.rename(IMAGE)  # moved only once complete; its python is used as `python -m pip`, never bin/pip
     (IMAGE / "complete").write_text("\n".join(IMAGE_PACKAGES) + "\n")
@@ -74,8 +84,14 @@ def simulated_image() -> Path:
 
 
 def script(*args: str, env: dict[str, str], timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +107,13 @@ def image_and_wheels(tmp_path_factory):
 
 
 def smoke(python: Path, wheels: Path, folder: Path) -> tuple[subprocess.CompletedProcess, str]:
-    env = {"PYTHON": str(python), "GPU_WHEELS": str(wheels), "GPU_SITE": str(folder / "site"),
-           "OUT": str(folder / "out"), "GPU_CHECK_BUDGET_S": "1000"}
+    env = {
+        "PYTHON": str(python),
+        "GPU_WHEELS": str(wheels),
+        "GPU_SITE": str(folder / "site"),
+        "OUT": str(folder / "out"),
+        "GPU_CHECK_BUDGET_S": "1000",
+    }
     done = script("--cpu-smoke", env=env)
     verdict = folder / "out" / "verdict.md"
     return done, verdict.read_text() if verdict.exists() else ""

@@ -1,15 +1,16 @@
 """Class-incremental pieces of the stage loop: merged training stages, the seen-class training head,
 the class-incremental accuracy and its Avg / Last summary."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_run
 
 from clipcl_runner.data.stages import Stage, TensorImages, merged_stage
 from clipcl_runner.evaluation import CIL_METRIC, Evaluator
 from clipcl_runner.methods.base import Method
 from clipcl_runner.results import run_summary
-from conftest import tiny_run
 
 
 def labelled(n: int, label_values) -> TensorImages:
@@ -23,7 +24,11 @@ def test_merged_stage_shifts_labels_after_the_classes_before():
     assert merged.classnames == ["a0", "a1", "b0", "b1", "b2"]
     assert merged.train_templates == ["a photo of a {}."] and merged.iterations == 7
     assert [(float(x), y) for x, y in (merged.train[i] for i in range(len(merged.train)))] == [
-        (1.0, 1), (2.0, 0), (0.0, 4), (1.0, 2), (2.0, 3)
+        (1.0, 1),
+        (2.0, 0),
+        (0.0, 4),
+        (1.0, 2),
+        (2.0, 3),
     ]
 
 
@@ -61,8 +66,15 @@ def test_unknown_train_head_is_rejected():
 
 def test_cil_accuracy_pools_every_seen_class(monkeypatch):
     images = torch.zeros(4, 3, 8, 8)
-    stages = [Stage(f"S{i}", [f"c{i}a", f"c{i}b"], TensorImages(images, torch.tensor([0, 1, 0, 1])),
-                    TensorImages(images[: 2 + 2 * i], torch.tensor([0, 1, 0, 1])[: 2 + 2 * i])) for i in range(3)]
+    stages = [
+        Stage(
+            f"S{i}",
+            [f"c{i}a", f"c{i}b"],
+            TensorImages(images, torch.tensor([0, 1, 0, 1])),
+            TensorImages(images[: 2 + 2 * i], torch.tensor([0, 1, 0, 1])[: 2 + 2 * i]),
+        )
+        for i in range(3)
+    ]
     evaluator = Evaluator(stages, [], tokenizer=None, device=torch.device("cpu"), task_head="seen")
     # Scripted features and heads: the model answers class index 1 for every image.
     monkeypatch.setattr(evaluator, "encode_images", lambda model, ds: (torch.ones(len(ds), 1), ds.labels))
@@ -75,7 +87,9 @@ def test_cil_accuracy_pools_every_seen_class(monkeypatch):
 
 def test_cil_summary_is_the_mean_and_last_step():
     names = ["S1", "S2", "S3"]
-    rows = [{"stage": t, "stage_name": f"S{t}", **{f"task/{n}/acc": 50.0 for n in names}, CIL_METRIC: acc}
-            for t, acc in ((1, 90.0), (2, 70.0), (3, 50.0))]
+    rows = [
+        {"stage": t, "stage_name": f"S{t}", **{f"task/{n}/acc": 50.0 for n in names}, CIL_METRIC: acc}
+        for t, acc in ((1, 90.0), (2, 70.0), (3, 50.0))
+    ]
     summary = run_summary(rows, names)
     assert summary["cil_avg"] == pytest.approx(70.0) and summary["cil_last"] == pytest.approx(50.0)

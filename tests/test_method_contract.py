@@ -8,6 +8,7 @@ promises: labels in range, finite losses, frozen parameters unchanged, teachers 
 gradients, and a mid-stage ``state_dict`` round trip that continues with exactly the losses of
 an uninterrupted run. Settings a method declares unsupported must be refused at start.
 """
+
 from __future__ import annotations
 
 import copy
@@ -88,9 +89,15 @@ def new_run(clip, cfg):
 
     bundle = dataclasses.replace(clip, model=copy.deepcopy(clip.model))  # tokenizer and transforms are shared
     return RunContext(
-        model=bundle.model, tokenizer=bundle.tokenizer, device=torch.device("cpu"), stages=two_stages(),
-        part=cfg.part, train_logit_scale=cfg.trainer.train_logit_scale, train_head=cfg.trainer.train_head,
-        label_smoothing=cfg.trainer.label_smoothing, clip=bundle,
+        model=bundle.model,
+        tokenizer=bundle.tokenizer,
+        device=torch.device("cpu"),
+        stages=two_stages(),
+        part=cfg.part,
+        train_logit_scale=cfg.trainer.train_logit_scale,
+        train_head=cfg.trainer.train_head,
+        label_smoothing=cfg.trainer.label_smoothing,
+        clip=bundle,
     )
 
 
@@ -127,8 +134,9 @@ class Driver:
         if not self.method.trains or self.run.train_stage is None:
             return None
         make_optimizer = functools.partial(torch.optim.SGD, lr=0.5)
-        training = StageTraining(self.run, self.method, self.parameters, make_optimizer, None, self.settings,
-                                 seed=index + 1)
+        training = StageTraining(
+            self.run, self.method, self.parameters, make_optimizer, None, self.settings, seed=index + 1
+        )
         self.totals[index] = training.total
         if state is not None:
             self.run.model.load_state_dict(state["model"])
@@ -238,13 +246,22 @@ def test_unsupported_settings_are_refused_naming_the_method_the_setting_and_what
     with pytest.raises(ValueError) as refused:
         check_supported(method, cfg)
     message = str(refused.value)
-    for text in ("'stage_only'", "trainer.train_head=seen", "it supports stage", "part=text", "it supports whole",
-                 "trainer.compile=true"):
+    for text in (
+        "'stage_only'",
+        "trainer.train_head=seen",
+        "it supports stage",
+        "part=text",
+        "it supports whole",
+        "trainer.compile=true",
+    ):
         assert text in message
     check_supported(method, OmegaConf.create({"part": "whole", "trainer": {"train_head": "stage"}}))
     with pytest.raises(ValueError, match="distributed"):
-        check_supported(type("NoDDP", (Method,), {"supports": Support(distributed=False)})("no_ddp"),
-                        OmegaConf.create({"part": "whole", "trainer": {}}), distributed=True)
+        check_supported(
+            type("NoDDP", (Method,), {"supports": Support(distributed=False)})("no_ddp"),
+            OmegaConf.create({"part": "whole", "trainer": {}}),
+            distributed=True,
+        )
 
 
 def test_the_runner_refuses_an_unsupported_setting_before_any_stage(pretrained_test_clip, tmp_path, monkeypatch):

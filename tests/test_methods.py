@@ -1,20 +1,19 @@
 """The method contract on a tiny random-init open_clip model (no weights, no pretraining)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_run
 
 from clipcl_runner.data.stages import Stage, TensorImages
 from clipcl_runner.methods.base import Method
-from clipcl_runner.methods.distill import distillation_kl, frozen_copy
+from clipcl_runner.methods.distill import distillation_kl, frozen_copy, random_token_texts
 from clipcl_runner.methods.finetune import Finetune
 from clipcl_runner.methods.lwf import LwF
-from clipcl_runner.methods.distill import random_token_texts
 from clipcl_runner.methods.vr_lwf import VRLwF, read_vocabulary
 from clipcl_runner.methods.zeroshot import ZeroShot
 from clipcl_runner.models import register_model_configs, select_trainable, tower_of
-from conftest import tiny_run
-
 
 
 def grads_by_tower(model) -> dict[str, bool]:
@@ -59,7 +58,9 @@ def test_distillation_kl_is_zero_for_equal_logits_and_positive_otherwise():
 
 
 def test_random_token_texts_have_the_papers_form():
-    tokens = random_token_texts(100, 8, sot=49406, eot=49407, context_length=32, generator=torch.Generator().manual_seed(0))
+    tokens = random_token_texts(
+        100, 8, sot=49406, eot=49407, context_length=32, generator=torch.Generator().manual_seed(0)
+    )
     assert tokens.shape == (100, 32)
     assert (tokens[:, 0] == 49406).all() and (tokens[:, 9] == 49407).all() and (tokens[:, 10:] == 0).all()
     assert (tokens[:, 1:9] < 49406).all()

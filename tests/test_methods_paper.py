@@ -1,4 +1,5 @@
 """The paper's adapted methods GeoDL, mean-IMM and RKR on a tiny random-init open_clip model."""
+
 from __future__ import annotations
 
 import copy
@@ -6,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from conftest import tiny_run
 from torch import nn
 
 from clipcl_runner.methods.distill import frozen_copy
@@ -13,7 +15,6 @@ from clipcl_runner.methods.geodl import GeoDL, geodesic_distance, geodesic_flow_
 from clipcl_runner.methods.imm import MeanIMM
 from clipcl_runner.methods.rkr import RKR, RectifiedLinear, RectifiedMultiheadAttention, Rectifier
 from clipcl_runner.models import tower_of
-from conftest import tiny_run
 
 torch.set_num_threads(1)
 
@@ -95,13 +96,18 @@ def test_geodl_gives_gradient_to_both_towers_and_none_to_the_teacher():
     run.model.eval()
     images = torch.randn(4, 3, 32, 32)
     _, terms = method.training_loss(run, images, LABELS)  # student == teacher: both distances vanish
-    assert terms["geodl_img"].item() == pytest.approx(0.0, abs=1e-7) and terms["geodl_txt"].item() == pytest.approx(0.0, abs=1e-7)
+    assert terms["geodl_img"].item() == pytest.approx(0.0, abs=1e-7) and terms["geodl_txt"].item() == pytest.approx(
+        0.0, abs=1e-7
+    )
     with torch.no_grad():  # move the student away from the teacher
         for param in run.model.parameters():
             param.add_(0.01 * torch.randn_like(param))
     names, templates = run.stage.classnames, run.stage.train_templates
     d_img, d_txt = method.geodesic_terms(
-        run, images, run.model.encode_image(images, normalize=True), method.class_features(run, run.model, names, templates)
+        run,
+        images,
+        run.model.encode_image(images, normalize=True),
+        method.class_features(run, run.model, names, templates),
     )
     assert d_img.item() > 0 and d_txt.item() > 0
     (d_img + d_txt).backward()  # the distillation terms alone reach both towers
@@ -111,7 +117,9 @@ def test_geodl_gives_gradient_to_both_towers_and_none_to_the_teacher():
     loss, terms = method.training_loss(run, images, LABELS)
     loss.backward()
     assert terms["geodl_fallback"].item() == 0.0
-    assert loss.item() == pytest.approx(terms["ce"].item() + 10.0 * (terms["geodl_img"].item() + terms["geodl_txt"].item()), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        terms["ce"].item() + 10.0 * (terms["geodl_img"].item() + terms["geodl_txt"].item()), rel=1e-5
+    )
     assert towers_with_gradient(run.model) == {"image", "text"}
 
 
@@ -177,9 +185,9 @@ ALL_LAYERS = {"layers": "all", "init": "normal", "freeze_logit_scale": False}
 
 def plain_linears(model: nn.Module, tower: str) -> int:
     return sum(
-        1 for name, module in model.named_modules()
-        if type(module) in (nn.Linear, nn.MultiheadAttention) and tower_of(f"{name}.") == tower
-        and ".base" not in name
+        1
+        for name, module in model.named_modules()
+        if type(module) in (nn.Linear, nn.MultiheadAttention) and tower_of(f"{name}.") == tower and ".base" not in name
     )
 
 
@@ -264,5 +272,3 @@ def test_rkr_multihead_attention_with_separate_key_value_dims():
         changed, _ = wrapped(query, context, context, need_weights=False)
     assert not torch.allclose(changed, want)
     assert sum(isinstance(m, Rectifier) for m in wrapped.modules()) == 4
-
-

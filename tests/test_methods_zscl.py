@@ -1,4 +1,5 @@
 """ZSCL's benchmark methods (iCaRL, WiSE-FT, ZSCL, LwF-VR, joint) on a tiny random-init open_clip model."""
+
 from __future__ import annotations
 
 import functools
@@ -7,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import compose_config, tiny_run
 from hydra.utils import instantiate
 
 from clipcl_runner.data.errors import DatasetMissing
@@ -20,7 +22,6 @@ from clipcl_runner.methods.wise_ft import WiSEFT
 from clipcl_runner.methods.zscl import ZSCL
 from clipcl_runner.models import tower_of
 from clipcl_runner.trainer import StageTraining, TrainSettings
-from conftest import compose_config, tiny_run
 
 torch.set_num_threads(1)
 
@@ -297,9 +298,14 @@ def test_zscl_teacher_stays_the_initial_model_across_stages():
         assert any(not torch.equal(run.model.state_dict()[name], value) for name, value in initial.items())
 
 
-@pytest.mark.parametrize("part,text_features,towers", [
-    ("whole", "teacher", {"image", "text"}), ("image", "teacher", {"image"}), ("whole", "student", {"image", "text"}),
-])
+@pytest.mark.parametrize(
+    "part,text_features,towers",
+    [
+        ("whole", "teacher", {"image", "text"}),
+        ("image", "teacher", {"image"}),
+        ("whole", "student", {"image", "text"}),
+    ],
+)
 def test_zscl_loss_is_finite_and_reaches_only_trainable_parameters(part, text_features, towers):
     run = tiny_run(part)
     method = ZSCL("zscl", reference=tiny_reference(), ref_batch_size=4, num_ref_texts=3, text_features=text_features)

@@ -42,9 +42,7 @@ def test_matrix_rows_split_and_validation():
 def test_ut_acc():
     # t=0: 90; t=1: (70+80)/2 = 75; t=2: (60+75+85)/3 = 73.333...
     assert M.ut_acc(ACC3).tolist() == approx([90.0, 75.0, 220.0 / 3])
-    assert M.ut_acc(np.vstack([ZS, ACC3]), has_zero_shot_row=True).tolist() == approx(
-        [90.0, 75.0, 220.0 / 3]
-    )
+    assert M.ut_acc(np.vstack([ZS, ACC3]), has_zero_shot_row=True).tolist() == approx([90.0, 75.0, 220.0 / 3])
     # T=2: [80, (60+90)/2 = 75]; T=1: [70]
     assert M.ut_acc(ACC2).tolist() == approx([80.0, 75.0])
     assert M.ut_acc(ACC1).tolist() == approx([70.0])
@@ -221,10 +219,12 @@ def test_accuracy_matrix_writes_the_csv_pandas_writes_and_reads_back():
         {"stage": 2, "stage_name": "after T2", "task/T1/acc": 0.1 + 0.2, "task/T2/acc": 12.0},
     ]
     matrix = accuracy_matrix(rows, ["T1", "T2"])
-    frame = pd.DataFrame([[50.0, 100 / 3], [87.5, np.nan], [0.1 + 0.2, 12.0]],
-                         index=["zero-shot", "after T1, first", "after T2"], columns=["T1", "T2"])
+    frame = pd.DataFrame(
+        [[50.0, 100 / 3], [87.5, np.nan], [0.1 + 0.2, 12.0]],
+        index=["zero-shot", "after T1, first", "after T2"],
+        columns=["T1", "T2"],
+    )
     assert matrix.to_csv(index=True) == frame.to_csv(index=True)
     pd.testing.assert_frame_equal(matrix.to_pandas(), frame)
     assert np.array_equal(matrix.to_numpy(dtype=float, na_value=-1.0)[1], [87.5, -1.0])
     assert matrix.index.name is None and list(matrix.columns) == ["T1", "T2"]
-

@@ -1,4 +1,5 @@
 """The synthetic world's 32 px images fed to a model of another input size (ViT-B/32 at 224 px: the GPU check)."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -9,8 +10,11 @@ from clipcl_runner.data.stages import model_input, normalise_uint8
 
 
 def fake_clip(size):
-    return SimpleNamespace(model=SimpleNamespace(visual=SimpleNamespace(image_size=size)),
-                           image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25))
+    return SimpleNamespace(
+        model=SimpleNamespace(visual=SimpleNamespace(image_size=size)),
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.25, 0.25, 0.25),
+    )
 
 
 def test_same_size_is_plain_normalisation():

@@ -1,5 +1,6 @@
 """The paper's experiments end to end on tiny fake datasets in the real on-disk formats,
 with a small real open_clip architecture at random init (no weights)."""
+
 from __future__ import annotations
 
 import json
@@ -8,21 +9,25 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from clipcl_runner.runner import run
 from conftest import compose_config
 from test_data_paper import sentences, write_jpeg
 
-CATEGORIES = [{"supercategory": "x", "id": cid, "name": name} for cid, name in
-              [(24, "zebra"), (2, "bicycle"), (5, "airplane"), (1, "person")]]
+from clipcl_runner.runner import run
+
+CATEGORIES = [
+    {"supercategory": "x", "id": cid, "name": name}
+    for cid, name in [(24, "zebra"), (2, "bicycle"), (5, "airplane"), (1, "person")]
+]
 SIZE = 48
 
 
 def write_coco(root: Path) -> int:
     """2 train images, 5 Karpathy-test and 1 val image, every image with one box per category."""
     karpathy, crops = [], {"train": 0, "test": 0}
-    for split_dir, ids, splits in (("train2014", [1, 2], ["train", "train"]),
-                                   ("val2014", [101, 102, 103, 104, 105, 106], ["test"] * 5 + ["val"])):
+    for split_dir, ids, splits in (
+        ("train2014", [1, 2], ["train", "train"]),
+        ("val2014", [101, 102, 103, 104, 105, 106], ["test"] * 5 + ["val"]),
+    ):
         images, anns = {}, []
         for image_id, split in zip(ids, splits):
             name = f"COCO_{split_dir}_{image_id:012d}.jpg"
@@ -30,13 +35,32 @@ def write_coco(root: Path) -> int:
             images[image_id] = name
             for k, category in enumerate(CATEGORIES):
                 box = [2 + 10 * k, 3, 9, 20]
-                anns.append({"id": image_id * 10 + k, "image_id": image_id, "category_id": category["id"],
-                             "bbox": box, "area": 180, "iscrowd": 0, "segmentation": []})
+                anns.append(
+                    {
+                        "id": image_id * 10 + k,
+                        "image_id": image_id,
+                        "category_id": category["id"],
+                        "bbox": box,
+                        "area": 180,
+                        "iscrowd": 0,
+                        "segmentation": [],
+                    }
+                )
                 crops[split] = crops.get(split, 0) + 1
-            karpathy.append({"filepath": split_dir, "filename": name, "cocoid": image_id, "split": split,
-                             "sentences": sentences(image_id)})
-        payload = {"images": [{"id": i, "file_name": n, "width": SIZE, "height": SIZE} for i, n in images.items()],
-                   "annotations": anns, "categories": CATEGORIES}
+            karpathy.append(
+                {
+                    "filepath": split_dir,
+                    "filename": name,
+                    "cocoid": image_id,
+                    "split": split,
+                    "sentences": sentences(image_id),
+                }
+            )
+        payload = {
+            "images": [{"id": i, "file_name": n, "width": SIZE, "height": SIZE} for i, n in images.items()],
+            "annotations": anns,
+            "categories": CATEGORIES,
+        }
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         (root / "annotations" / f"instances_{split_dir}.json").write_text(json.dumps(payload))
     (root / "dataset_coco.json").write_text(json.dumps({"images": karpathy, "dataset": "coco"}))
@@ -73,10 +97,17 @@ def paper_data(tmp_path_factory) -> dict:
 def run_paper(tmp_path: Path, paper_data: dict, experiment: str, *overrides: str) -> Path:
     torch.set_num_threads(1)
     cfg = compose_config(
-        f"experiment={experiment}", "model=open_clip", "model.name=SynthCLIP-RN-Tiny", "model.pretrained=null",
-        f"paths.data_dir={paper_data['data']}", f"paths.cache_dir={tmp_path / 'cache'}",
+        f"experiment={experiment}",
+        "model=open_clip",
+        "model.name=SynthCLIP-RN-Tiny",
+        "model.pretrained=null",
+        f"paths.data_dir={paper_data['data']}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
         f"eval.probes.tiered_imagenet.class_list={paper_data['class_list']}",
-        "logger=none", "trainer.progress=false", "trainer.batch_size=4", *overrides,
+        "logger=none",
+        "trainer.progress=false",
+        "trainer.batch_size=4",
+        *overrides,
         output_dir=tmp_path,
     )
     run_dir = tmp_path / "run"
@@ -94,8 +125,13 @@ def test_ding2022_mst_end_to_end(paper_data, tmp_path):
     assert [row["stage"] for row in rows] == [0, 1, 2]
     matrix = pd.read_csv(run_dir / "accuracy_matrix.csv", index_col=0)
     assert list(matrix.columns) == ["coco_s1", "coco_s2"] and len(matrix) == 3
-    for key in ("zs/tiered_imagenet/acc", "ret/coco1k/i2t_r1", "ret/coco1k/t2i_r10", "ret/coco5k/i2t_r5",
-                "ret/flickr30k/t2i_r1"):
+    for key in (
+        "zs/tiered_imagenet/acc",
+        "ret/coco1k/i2t_r1",
+        "ret/coco1k/t2i_r10",
+        "ret/coco5k/i2t_r5",
+        "ret/flickr30k/t2i_r1",
+    ):
         assert key in rows[-1], key
     summary = json.loads((run_dir / "summary.json").read_text())
     assert {"ut_acc", "bwt", "bwt_paper", "a_acc", "delta/ret/coco5k/i2t_r1"} <= set(summary)
@@ -113,9 +149,15 @@ def test_ding2022_ost_evaluates_every_epoch(paper_data, tmp_path):
 
 
 def test_missing_coco_folder_names_the_prepare_command(tmp_path):
-    cfg = compose_config("experiment=ding2022_mst", "model=open_clip", "model.name=SynthCLIP-RN-Tiny",
-                         "model.pretrained=null", f"paths.data_dir={tmp_path / 'nothing'}", "logger=none",
-                         output_dir=tmp_path)
+    cfg = compose_config(
+        "experiment=ding2022_mst",
+        "model=open_clip",
+        "model.name=SynthCLIP-RN-Tiny",
+        "model.pretrained=null",
+        f"paths.data_dir={tmp_path / 'nothing'}",
+        "logger=none",
+        output_dir=tmp_path,
+    )
     with pytest.raises(Exception) as error:
         run(cfg, tmp_path / "run")
     assert "scripts/prepare_data.py coco" in str(error.value)

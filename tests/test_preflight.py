@@ -1,4 +1,5 @@
 """clipcl-preflight: a sweep's jobs listed, and everything it lacks reported at once, before any work."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,10 @@ from clipcl_runner.preflight import expand_jobs, main
 def test_sweep_expands_like_hydras_basic_sweeper():
     jobs = expand_jobs(["method=finetune,lwf", "seed=0,1", "part=image"], multirun=True)
     assert jobs == [
-        ["method=finetune", "seed=0", "part=image"], ["method=finetune", "seed=1", "part=image"],
-        ["method=lwf", "seed=0", "part=image"], ["method=lwf", "seed=1", "part=image"],
+        ["method=finetune", "seed=0", "part=image"],
+        ["method=finetune", "seed=1", "part=image"],
+        ["method=lwf", "seed=0", "part=image"],
+        ["method=lwf", "seed=1", "part=image"],
     ]
 
 

@@ -1,4 +1,5 @@
 """scripts/prepare_data.py --download on a machine without internet: one line naming the dataset, no traceback."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -51,7 +52,9 @@ def test_tiered_imagenet_checks_the_folder_the_runs_read(tmp_path, capsys):
     assert f"ok: all 1 class folders in {data}/imagenet/train" in out
     assert f"run with: paths.data_dir={data.resolve()}" in out
     # a --root that is a class folder itself is checked as given, with the probe's own override
-    assert prepare.main(["tiered_imagenet", "--root", str(data / "imagenet" / "train"), "--class-list", str(classes)]) == 0
+    assert (
+        prepare.main(["tiered_imagenet", "--root", str(data / "imagenet" / "train"), "--class-list", str(classes)]) == 0
+    )
     out = capsys.readouterr().out
     assert f"run with: eval.probes.tiered_imagenet.root={(data / 'imagenet' / 'train').resolve()}" in out
 
@@ -82,7 +85,10 @@ def test_tiered_imagenet_accepts_the_imagenet_folder_with_its_override(tmp_path,
     classes = tmp_path / "classes.txt"
     classes.write_text("n00000001\tone\n")
     write_image(tmp_path / "data" / "imagenet" / "train" / "n00000001" / "a.JPEG")
-    assert prepare.main(["tiered_imagenet", "--root", str(tmp_path / "data" / "imagenet"), "--class-list", str(classes)]) == 0
+    assert (
+        prepare.main(["tiered_imagenet", "--root", str(tmp_path / "data" / "imagenet"), "--class-list", str(classes)])
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"ok: all 1 class folders in {tmp_path}/data/imagenet/train" in out
     assert f"run with: paths.data_dir={(tmp_path / 'data').resolve()}" in out

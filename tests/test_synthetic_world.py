@@ -1,4 +1,5 @@
 """Tests for the synthetic image–caption world (clipcl_runner.data.synthetic_world)."""
+
 from __future__ import annotations
 
 import itertools

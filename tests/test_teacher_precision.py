@@ -1,10 +1,13 @@
 """Teachers stored in the autocast dtype: every teacher method still gives a finite loss and gradients.
 
 CUDA is not needed: CPU autocast in bf16 exercises the same dtype mixing (bf16 teacher, fp32 student)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_run
+from test_methods_zscl import tiny_reference
 
 from clipcl_runner.methods.geodl import GeoDL
 from clipcl_runner.methods.icarl import ICaRL
@@ -12,8 +15,6 @@ from clipcl_runner.methods.lwf import LwF
 from clipcl_runner.methods.lwf_vr import LwFVR
 from clipcl_runner.methods.vr_lwf import VRLwF
 from clipcl_runner.methods.zscl import ZSCL
-from conftest import tiny_run
-from test_methods_zscl import tiny_reference
 
 METHODS = {
     "lwf": lambda: LwF(),

@@ -1,4 +1,5 @@
 """The cut text encoding is exact: same features and gradients as open_clip's full-context encode_text."""
+
 from __future__ import annotations
 
 import open_clip

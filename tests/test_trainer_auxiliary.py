@@ -1,5 +1,6 @@
 """The trainer serves a method's auxiliary data (``Method.auxiliary_data``) and keeps its position for
 exact mid-stage resume; ``trainer.drop_last`` decides what happens to the last partial batch."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,9 @@ from clipcl_runner.trainer import StageTraining, TrainSettings
 
 def indexed(count: int) -> TensorImages:
     """Image i is filled with the value i, so a batch tells which samples it holds."""
-    return TensorImages(torch.arange(count, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone(),
-                        torch.arange(count) % 2)
+    return TensorImages(
+        torch.arange(count, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone(), torch.arange(count) % 2
+    )
 
 
 def ids(batch: torch.Tensor) -> list[int]:

@@ -1,12 +1,13 @@
 """The trainer's contract with a method: ``after_step(run, step)`` after every optimiser and scheduler step."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_run
 
 from clipcl_runner.methods.base import Method
 from clipcl_runner.trainer import StageTraining, TrainSettings
-from conftest import tiny_run
 
 
 class Recording(Method):
@@ -42,7 +43,9 @@ def test_after_step_follows_every_optimiser_and_scheduler_step():
 
     # lr factor 1 / (k + 1) after k scheduler steps: the hook must see the schedule already stepped
     scheduler = lambda opt, total_steps: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 / (k + 1))
-    training = StageTraining(run, method, parameters, optimizer, scheduler, TrainSettings(batch_size=4, progress=False), 0)
+    training = StageTraining(
+        run, method, parameters, optimizer, scheduler, TrainSettings(batch_size=4, progress=False), 0
+    )
     training.run()
     assert [step for step, _, _ in method.calls] == [1, 2, 3, 4, 5, 6]
     assert all(changed for _, changed, _ in method.calls)

@@ -1,12 +1,13 @@
 """Trainer speed options change the speed, not the result: channels-last images and torch.compile."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_run
 
 from clipcl_runner.methods.lwf import LwF
 from clipcl_runner.trainer import StageTraining, TrainSettings
-from conftest import tiny_run
 
 
 def trained_parameters(**options) -> list[torch.Tensor]:
@@ -174,13 +175,18 @@ def test_fp16_trains_through_isolated_skipped_steps():
 def test_train_settings_from_config_reads_every_trainer_key():
     from conftest import compose_config
 
-    trainer = compose_config("trainer.grad_clip_norm=1.0", "trainer.grad_clip_before_unscale=true",
-                             "trainer.clamp_logit_scale=false", "trainer.ddp_find_unused_parameters=true").trainer
+    trainer = compose_config(
+        "trainer.grad_clip_norm=1.0",
+        "trainer.grad_clip_before_unscale=true",
+        "trainer.clamp_logit_scale=false",
+        "trainer.ddp_find_unused_parameters=true",
+    ).trainer
     settings = TrainSettings.from_config(trainer, precision="fp16")
     assert settings.precision == "fp16" and settings.grad_clip_norm == 1.0 and settings.grad_clip_before_unscale
     assert not settings.clamp_logit_scale and settings.find_unused_parameters
     assert settings.fp16_max_skipped_steps == trainer.fp16_max_skipped_steps == 50
     from dataclasses import fields
+
     for field in fields(TrainSettings):  # every setting has its key in conf/trainer/default.yaml
         assert TrainSettings.CONFIG_KEYS.get(field.name, field.name) in trainer or field.name == "precision"
 

@@ -1,5 +1,6 @@
 """ZSCL's benchmarks end to end on tiny fake datasets in their real on-disk formats, with a small real
 open_clip architecture at random init: a 3-dataset mini-MTIL and a 3-step mini-CIL."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import compose_config
+from test_data_zscl import write_aircraft, write_cifar100, write_mnist
 
 from clipcl_runner import metrics
 from clipcl_runner.report import write_report
 from clipcl_runner.runner import run
-from conftest import compose_config
-from test_data_zscl import write_aircraft, write_cifar100, write_mnist
 
 TINY_MODEL = ("model=open_clip", "model.name=SynthCLIP-RN-Tiny", "model.pretrained=null")
 
@@ -30,9 +31,18 @@ def data_root(tmp_path_factory) -> Path:
 def run_experiment(tmp_path: Path, data_root: Path, experiment: str, *overrides: str) -> Path:
     torch.set_num_threads(1)
     cfg = compose_config(
-        f"experiment={experiment}", *TINY_MODEL, f"paths.data_dir={data_root}", f"paths.cache_dir={tmp_path / 'cache'}",
-        "reference=synthetic", "reference.num_images=16", "logger=none", "trainer.progress=false",
-        "trainer.batch_size=8", "eval.batch_size=64", *overrides, output_dir=tmp_path,
+        f"experiment={experiment}",
+        *TINY_MODEL,
+        f"paths.data_dir={data_root}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "reference=synthetic",
+        "reference.num_images=16",
+        "logger=none",
+        "trainer.progress=false",
+        "trainer.batch_size=8",
+        "eval.batch_size=64",
+        *overrides,
+        output_dir=tmp_path,
     )
     run_dir = tmp_path / "run"
     run(cfg, run_dir)
@@ -46,9 +56,14 @@ def rows_of(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize("method", ["zscl", "lwf_vr"])
 def test_mini_mtil_gives_the_matrix_and_transfer_avg_last(data_root, tmp_path, method):
     run_dir = run_experiment(
-        tmp_path, data_root, "zscl_mtil", f"method={method}", "tasks.order=[aircraft,mnist,cifar100]",
-        "tasks.iterations=3", "trainer.scheduler.warmup_steps=1", "method.num_texts=20" if method == "lwf_vr" else
-        "method.we_every=2",
+        tmp_path,
+        data_root,
+        "zscl_mtil",
+        f"method={method}",
+        "tasks.order=[aircraft,mnist,cifar100]",
+        "tasks.iterations=3",
+        "trainer.scheduler.warmup_steps=1",
+        "method.num_texts=20" if method == "lwf_vr" else "method.we_every=2",
     )
     rows = rows_of(run_dir)
     assert [row["stage"] for row in rows] == [0, 1, 2, 3]  # the zero-shot row, then one per dataset
@@ -65,7 +80,12 @@ def test_mini_mtil_gives_the_matrix_and_transfer_avg_last(data_root, tmp_path, m
 
 def test_mini_cil_reports_accuracy_on_every_seen_class(data_root, tmp_path):
     run_dir = run_experiment(
-        tmp_path, data_root, "zscl_cil", "method=icarl", "method.memory_size=20", "tasks.initial_classes=10",
+        tmp_path,
+        data_root,
+        "zscl_cil",
+        "method=icarl",
+        "method.memory_size=20",
+        "tasks.initial_classes=10",
         "tasks.increment=45",
     )
     rows = rows_of(run_dir)
@@ -80,12 +100,18 @@ def test_mini_cil_reports_accuracy_on_every_seen_class(data_root, tmp_path):
     # after step 2, every seen test image (10 + 45, one per class) is classified among the 55 seen classes
     after_two = rows[1]
     assert after_two["cil/acc"] == pytest.approx(
-        (10 * after_two["task/cifar100_s1/acc"] + 45 * after_two["task/cifar100_s2/acc"]) / 55)
+        (10 * after_two["task/cifar100_s1/acc"] + 45 * after_two["task/cifar100_s2/acc"]) / 55
+    )
 
 
 def test_missing_mtil_dataset_names_the_prepare_command(tmp_path):
-    cfg = compose_config("experiment=zscl_mtil", *TINY_MODEL, f"paths.data_dir={tmp_path / 'nothing'}", "logger=none",
-                         output_dir=tmp_path)
+    cfg = compose_config(
+        "experiment=zscl_mtil",
+        *TINY_MODEL,
+        f"paths.data_dir={tmp_path / 'nothing'}",
+        "logger=none",
+        output_dir=tmp_path,
+    )
     with pytest.raises(Exception) as error:
         run(cfg, tmp_path / "run")
     assert "scripts/prepare_data.py aircraft" in str(error.value)

@@ -2,6 +2,7 @@
 two gloo processes (torchrun); saves the weight ensemble's result (rank 0) to the path in argv[1].
 
 Not a test module itself (its name does not start with test_)."""
+
 from __future__ import annotations
 
 import sys
@@ -18,8 +19,11 @@ from clipcl_runner.methods.zscl import ZSCL
 from clipcl_runner.trainer import StageTraining, TrainSettings
 
 # No BatchNorm (a ViT): two ranks' halves of a batch give exactly the gradient of the whole batch.
-NANO = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8},
-            "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+NANO = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
 STEPS, EVERY = 5, 2  # official timing: θ̄ samples θ_start and the weights after steps 1, 3 and 5
 
 
@@ -31,10 +35,16 @@ def main(out: str, compile: bool, method_name: str = "zscl") -> None:
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(16, 3, 32, 32, generator=generator)
     data = TensorImages(images, torch.arange(16) % 2)
-    reference = ReferenceSet(TensorImages(torch.randn(6, 3, 32, 32, generator=generator), torch.arange(6)),
-                             ["a red star.", "a blue circle", "a heart"])
-    run = RunContext(model=model, tokenizer=open_clip.tokenizer.SimpleTokenizer(context_length=32),
-                     device=torch.device("cpu"), stages=[Stage("T1", ["a", "b"], data, data, iterations=STEPS)])
+    reference = ReferenceSet(
+        TensorImages(torch.randn(6, 3, 32, 32, generator=generator), torch.arange(6)),
+        ["a red star.", "a blue circle", "a heart"],
+    )
+    run = RunContext(
+        model=model,
+        tokenizer=open_clip.tokenizer.SimpleTokenizer(context_length=32),
+        device=torch.device("cpu"),
+        stages=[Stage("T1", ["a", "b"], data, data, iterations=STEPS)],
+    )
     if method_name == "lwf_vr":  # its second batch is an auxiliary stream too, sized by the trainer
         method = LwFVR(num_texts=5)
     else:
@@ -48,8 +58,14 @@ def main(out: str, compile: bool, method_name: str = "zscl") -> None:
     count, averaged = (average.count, method.averaged_step) if average is not None else (None, None)
     method.end_stage(run)
     if world.is_main:
-        torch.save({"count": count, "averaged_step": averaged,
-                    "ensemble": {n: p.detach().clone() for n, p in model.named_parameters()}}, out)
+        torch.save(
+            {
+                "count": count,
+                "averaged_step": averaged,
+                "ensemble": {n: p.detach().clone() for n, p in model.named_parameters()},
+            },
+            out,
+        )
     distributed.shutdown()
 
 

@@ -1,6 +1,7 @@
 """Old home of the COCO crop sessions and the Karpathy retrieval probes, kept so that existing imports
 and configs (``clipcl_runner.data.coco.<name>``) still resolve. New code: :mod:`.coco_crops`
 (update tasks) and :mod:`.karpathy` (retrieval probes, the paper's probe list)."""
+
 from .coco_crops import (  # noqa: F401
     BOX_ROUNDINGS,
     SPLITS,

@@ -12,15 +12,16 @@ boxes of train2014 images; ``test`` / ``val`` / ``restval`` = boxes of the val20
 Karpathy split. The index is cached as JSON under ``cache_dir`` (:mod:`.json_cache`). An annotation
 file that is not valid JSON, or that names a category or image it does not define, fails naming it.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from torch.utils.data import Dataset
 
@@ -83,8 +84,11 @@ def _karpathy_cocoid(entry: dict, path: Path, root: Path) -> int:
         return int(entry["cocoid"])
     digits = re.findall(r"(\d+)", str(field(entry, "filename", path, "coco", root, "an image entry")))
     if not digits:
-        raise DataFormatError(path, f"image entry {entry.get('filename')!r} has no cocoid and no number in its file name",
-                              refetch("coco", root))
+        raise DataFormatError(
+            path,
+            f"image entry {entry.get('filename')!r} has no cocoid and no number in its file name",
+            refetch("coco", root),
+        )
     return int(digits[-1])
 
 
@@ -109,7 +113,10 @@ def _build_index(root: Path, split: str, min_size: float, include_crowd: bool, b
     def get(record: dict, key: str, what: str):
         return field(record, key, path, "coco", root, what)
 
-    categories = [[int(get(c, "id", "a category")), str(get(c, "name", "a category"))] for c in get(instances, "categories", "the file")]
+    categories = [
+        [int(get(c, "id", "a category")), str(get(c, "name", "a category"))]
+        for c in get(instances, "categories", "the file")
+    ]
     label_of = {cid: index for index, (cid, _) in enumerate(categories)}
     images = {int(get(im, "id", "an image")): im for im in get(instances, "images", "the file")}
     records = []
@@ -124,7 +131,8 @@ def _build_index(root: Path, split: str, min_size: float, include_crowd: bool, b
             continue
         if image_id not in images:
             raise DataFormatError(
-                path, f"annotation {ann.get('id')} refers to image id {image_id}, which its 'images' list does not define",
+                path,
+                f"annotation {ann.get('id')} refers to image id {image_id}, which its 'images' list does not define",
                 refetch("coco", root),
             )
         category = int(get(ann, "category_id", "an annotation"))
@@ -165,7 +173,10 @@ def load_crop_index(
             raise DatasetMissing("coco", source, root)
     params = {"split": split, "min_size": min_size, "include_crowd": include_crowd, "box_rounding": box_rounding}
     value = cached(
-        cache_dir, f"coco_crops_{split}", sources, params,
+        cache_dir,
+        f"coco_crops_{split}",
+        sources,
+        params,
         lambda: _build_index(root, split, min_size, include_crowd, box_rounding),
     )
     records = [CropRecord(r[0], (r[1], r[2], r[3], r[4]), r[5], r[6], r[7]) for r in value["records"]]
@@ -226,7 +237,9 @@ def _cap_per_class(records: list[CropRecord], cap: int | None, seed: int) -> lis
         by_label.setdefault(record.label, []).append(position)
     rng = random.Random(seed)
     kept = sorted(
-        p for positions in by_label.values() for p in (positions if len(positions) <= cap else rng.sample(positions, cap))
+        p
+        for positions in by_label.values()
+        for p in (positions if len(positions) <= cap else rng.sample(positions, cap))
     )
     return [records[p] for p in kept]
 

@@ -11,11 +11,12 @@ crop/flip augmentations the output equals the original pipeline's for the same r
 Memory is the caller's choice: ``trainer.decoded_cache`` / ``eval.decoded_cache`` are off by
 default and meant for small datasets.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -82,8 +83,9 @@ class DecodedImages(Dataset):
         raw = copy.copy(dataset)
         raw.transform = None  # the PIL image as the dataset opens it
         # Images differ in size before the head resizes them: decode one at a time (several workers).
-        loader = DataLoader(_DecodeHead(raw, head), batch_size=None, num_workers=num_workers,
-                            worker_init_fn=ignore_stop_signals)  # the main process owns SIGTERM/SIGINT
+        loader = DataLoader(
+            _DecodeHead(raw, head), batch_size=None, num_workers=num_workers, worker_init_fn=ignore_stop_signals
+        )  # the main process owns SIGTERM/SIGINT
         self.images, labels = [], []
         for image, label in loader:
             self.images.append(image)

@@ -4,6 +4,7 @@ A missing dataset fails with :class:`DatasetMissing`: what is missing, the comma
 and prepares the dataset, and what to fetch by hand when it cannot be downloaded. A corrupt
 or unreadable image fails with :class:`CorruptImage`, naming the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -128,7 +129,9 @@ class CorruptImage(OSError):
         return (type(self), (self.path, self.reason))
 
 
-def open_image(path: str | os.PathLike, dataset: str | None = None, root: str | os.PathLike | None = None) -> Image.Image:
+def open_image(
+    path: str | os.PathLike, dataset: str | None = None, root: str | os.PathLike | None = None
+) -> Image.Image:
     """Open and fully decode ``path`` as an RGB PIL image.
 
     A missing file raises :class:`DatasetMissing` when ``dataset`` and ``root`` are given (else a

@@ -5,12 +5,13 @@ Also the pieces the other real datasets share: :class:`ImageFiles` (a list of im
 labels, decoded lazily through :func:`errors.open_image`) and :func:`paper_train_transform`
 (the paper's training augmentation scaled to the model's input size).
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -77,7 +78,9 @@ def model_image_size(clip: ClipBundle) -> tuple[int, int]:
             return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[-1]))
     size = getattr(getattr(clip.model, "visual", None), "image_size", None)
     if size is None:
-        raise ValueError(f"cannot find the input size of {clip.name}: no CenterCrop in preprocess_eval, no visual.image_size")
+        raise ValueError(
+            f"cannot find the input size of {clip.name}: no CenterCrop in preprocess_eval, no visual.image_size"
+        )
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[-1]))
 
 
@@ -288,9 +291,7 @@ def eurosat_sessions(
         for local, class_dir in enumerate(group):
             files = list_images(class_dir, file_order)
             if len(files) <= test_per_class:
-                raise ValueError(
-                    f"{class_dir} has {len(files)} images, not more than test_per_class={test_per_class}."
-                )
+                raise ValueError(f"{class_dir} has {len(files)} images, not more than test_per_class={test_per_class}.")
             train_files, test_files = files[:-test_per_class], files[-test_per_class:]
             if max_train_per_class is not None:
                 train_files = train_files[:max_train_per_class]

@@ -4,13 +4,14 @@ Parsing the instances JSON is slow (the train file is ~450 MB), so a builder's J
 cached under ``cache_dir``, keyed by the source files' paths, sizes and mtimes. A file that is not
 valid JSON (a truncated download) fails naming the file and what to fetch again.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..run_folder import atomic_write
 from .errors import DataFormatError, DatasetMissing, prepare_command
@@ -58,7 +59,9 @@ def load_json(path: Path, dataset: str, root: Path) -> dict:
         with open(path, encoding="utf-8") as handle:
             value = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataFormatError(path, f"not valid JSON ({error}; a truncated download?)", refetch(dataset, root)) from None
+        raise DataFormatError(
+            path, f"not valid JSON ({error}; a truncated download?)", refetch(dataset, root)
+        ) from None
     if not isinstance(value, dict):
         raise DataFormatError(path, f"expected a JSON object, found a {type(value).__name__}", refetch(dataset, root))
     return value
@@ -69,4 +72,6 @@ def field(record: dict, key: str, path: Path, dataset: str, root: Path, what: st
     try:
         return record[key]
     except (KeyError, TypeError):
-        raise DataFormatError(path, f"{what} has no '{key}' field: {str(record)[:120]}", refetch(dataset, root)) from None
+        raise DataFormatError(
+            path, f"{what} has no '{key}' field: {str(record)[:120]}", refetch(dataset, root)
+        ) from None

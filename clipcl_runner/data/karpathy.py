@@ -5,12 +5,13 @@ On-disk layout: ``<coco root>/dataset_coco.json`` with ``<coco root>/val2014/*.j
 ``<flickr root>/dataset_flickr30k.json`` with ``<flickr root>/flickr30k-images/*.jpg``. The split files
 are parsed once and cached under ``cache_dir`` (:mod:`.json_cache`).
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -130,8 +131,17 @@ def flickr30k_retrieval_probe(
 ) -> RetrievalProbe:
     """Flickr30K Karpathy test-1k (1000 images, 5 captions each), images in ``root/flickr30k-images/``."""
     return karpathy_retrieval_probe(
-        clip, name, root, FLICKR_KARPATHY_FILE, False, split, max_images, 1, FLICKR_IMAGES_DIR,
-        cache_dir=cache_dir, dataset="flickr30k",
+        clip,
+        name,
+        root,
+        FLICKR_KARPATHY_FILE,
+        False,
+        split,
+        max_images,
+        1,
+        FLICKR_IMAGES_DIR,
+        cache_dir=cache_dir,
+        dataset="flickr30k",
     )
 
 
@@ -153,8 +163,13 @@ def paper_probes(
     if imagenet_root is not None:
         probes.append(
             imagenet_folder_probe(
-                clip, "tiered_imagenet", imagenet_root, class_list, list(zero_shot_templates),
-                imagenet_split_dir, max_per_class,
+                clip,
+                "tiered_imagenet",
+                imagenet_root,
+                class_list,
+                list(zero_shot_templates),
+                imagenet_split_dir,
+                max_per_class,
             )
         )
     if coco_root is not None:

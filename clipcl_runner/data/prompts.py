@@ -6,6 +6,7 @@ published for it, and trains with ONE template: the first of that ensemble (ZSCL
 each dataset's own live in its record (:mod:`.datasets`), as do the class-name clean-ups
 re-exported here.
 """
+
 from __future__ import annotations
 
 from . import datasets

@@ -12,6 +12,7 @@ A builder is called as ``builder(clip=ClipBundle, **kwargs)`` (``conf/reference/
 returns a :class:`ReferenceSet`. Images and sentences need not be paired: ZSCL samples them
 independently.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,11 +24,11 @@ from torch.utils.data import Dataset
 
 from ..models import ClipBundle
 from . import synthetic_world as world
-from .karpathy import COCO_KARPATHY_FILE, read_karpathy
 from .errors import DatasetMissing
 from .folders import ImageFiles
-from .vision_datasets import DATASET_FOLDERS, read_image_folder
+from .karpathy import COCO_KARPATHY_FILE, read_karpathy
 from .stages import TensorImages, model_input
+from .vision_datasets import DATASET_FOLDERS, read_image_folder
 
 
 @dataclass
@@ -73,8 +74,11 @@ def coco_reference(
     sentences are the first ``captions_per_image`` captions of every image, lower-cased.
     """
     root = Path(root).expanduser()
-    entries = [entry for split in splits for entry in read_karpathy(root, COCO_KARPATHY_FILE, split,
-                                                                   captions_per_image, "coco", cache_dir)]
+    entries = [
+        entry
+        for split in splits
+        for entry in read_karpathy(root, COCO_KARPATHY_FILE, split, captions_per_image, "coco", cache_dir)
+    ]
     if max_images is not None:
         entries = entries[:max_images]
     if not entries:
@@ -91,7 +95,7 @@ CC_VALIDATION_TSV = "Validation_GCC-1.1.0-Validation.tsv"
 CC_GATHERED_CSV = "Validation_GCC-1.1.0-Validation_output.csv"  # ZSCL's gather_cc.py output
 CC_HINT = (
     "Conceptual Captions' validation captions are a text file: download {name} from\n"
-    "  https://ai.google.com/research/ConceptualCaptions/download (\"Validation split\", 15,840 lines of\n"
+    '  https://ai.google.com/research/ConceptualCaptions/download ("Validation split", 15,840 lines of\n'
     "  caption<TAB>image URL; the images are not needed) and put it at {path},\n"
     "  or point reference.captions_file at it. ZSCL's own file is gather_cc.py's output\n"
     "  Validation_GCC-1.1.0-Validation_output.csv (title<TAB>filepath with a header: the captions whose\n"
@@ -104,7 +108,9 @@ def read_cc_captions(path: str | os.PathLike, max_captions: int | None = None) -
     or gather_cc.py's output (a ``title<TAB>filepath`` header, then one row per downloaded image)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"reference captions file not found: {path}.\n" + CC_HINT.format(name=path.name, path=path))
+        raise FileNotFoundError(
+            f"reference captions file not found: {path}.\n" + CC_HINT.format(name=path.name, path=path)
+        )
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     column = 0
     if lines and "title" in lines[0].split("\t"):  # gather_cc.py's output: header row names the columns
@@ -135,6 +141,7 @@ def imagenet_cc_reference(
     total = len(images.paths)
     count = total if max_images is None else min(int(max_images), total)
     keep = [i * total // count for i in range(count)]
-    files = ImageFiles([images.paths[i] for i in keep], [images.labels[i] for i in keep], clip.preprocess_eval,
-                       "imagenet", root)
+    files = ImageFiles(
+        [images.paths[i] for i in keep], [images.labels[i] for i in keep], clip.preprocess_eval, "imagenet", root
+    )
     return ReferenceSet(files, sentences)

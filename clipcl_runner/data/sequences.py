@@ -6,11 +6,12 @@ after every stage, which is MTIL's accuracy matrix. CIL: the classes of one data
 order, ``initial_classes`` first and then ``increment`` per step; labels are local to the step (the
 evaluator offsets them when its head spans all seen classes).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from torchvision import transforms as T
 
@@ -26,12 +27,30 @@ CLASS_ORDER_DIR = Path(__file__).parent / "class_orders"
 
 MTIL_ORDERS: dict[str, tuple[str, ...]] = {
     "order1": (
-        "aircraft", "caltech101", "cifar100", "dtd", "eurosat", "flowers",
-        "food", "mnist", "oxford_pet", "stanford_cars", "sun397",
+        "aircraft",
+        "caltech101",
+        "cifar100",
+        "dtd",
+        "eurosat",
+        "flowers",
+        "food",
+        "mnist",
+        "oxford_pet",
+        "stanford_cars",
+        "sun397",
     ),
     "order2": (
-        "stanford_cars", "food", "mnist", "oxford_pet", "flowers", "sun397",
-        "aircraft", "caltech101", "dtd", "eurosat", "cifar100",
+        "stanford_cars",
+        "food",
+        "mnist",
+        "oxford_pet",
+        "flowers",
+        "sun397",
+        "aircraft",
+        "caltech101",
+        "dtd",
+        "eurosat",
+        "cifar100",
     ),
 }
 MTIL_LR_OVERRIDES = {"aircraft": 5e-5, "mnist": 5e-5}  # ZSCL's scripts: 1e-5 elsewhere
@@ -90,7 +109,9 @@ def mtil_sequence(
     for name in names:
         where = roots.get(name, root)
         try:
-            data = load_vision_dataset(name, where, train_tf, clip.preprocess_eval, max_train_per_class, max_test_per_class)
+            data = load_vision_dataset(
+                name, where, train_tf, clip.preprocess_eval, max_train_per_class, max_test_per_class
+            )
         except DatasetMissing as error:
             missing.append(error)
             continue
@@ -141,9 +162,7 @@ def read_class_order(class_order: str | os.PathLike | Sequence[int], num_classes
 def step_classes(order: Sequence[int], initial_classes: int, increment: int) -> list[list[int]]:
     """Split ``order`` into the base step of ``initial_classes`` and steps of ``increment`` classes."""
     if initial_classes < 1 or increment < 1 or (len(order) - initial_classes) % increment:
-        raise ValueError(
-            f"{len(order)} classes cannot be split into {initial_classes} then steps of {increment}."
-        )
+        raise ValueError(f"{len(order)} classes cannot be split into {initial_classes} then steps of {increment}.")
     bounds = [0, *range(initial_classes, len(order) + 1, increment)]
     return [list(order[a:b]) for a, b in zip(bounds, bounds[1:])]
 

@@ -4,10 +4,11 @@ A stage names its training data, its class names and prompts, and how long it tr
 Any dataset that yields ``(image_tensor, label)`` can be a stage; the stage loop knows
 nothing about where the images come from.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset

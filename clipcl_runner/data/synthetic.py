@@ -4,6 +4,7 @@ Tasks teach never-seen shapes (3 per stage); the probes measure what pretraining
 on held-out (shape, colour) compositions: colour, colour+shape, shape on seen pairs,
 novel shapes, and image<->text retrieval with full captions.
 """
+
 from __future__ import annotations
 
 import torch
@@ -89,11 +90,18 @@ def synthetic_probes(
     text_to_image = torch.tensor([i for i, per_image in enumerate(retrieval.captions) for _ in per_image])
 
     return [
-        ClassificationProbe("colour", heldout_ds, colours, ["a photo of a {} object."], heldout.labels(colours, "colour")),
-        ClassificationProbe("colour_shape", heldout_ds, pairs, ["a photo of a {}."], heldout.labels(pairs, "pair")),
-        ClassificationProbe("seen_shape", _tensor_set(clip, seen, seen.labels(known, "shape")), known, ["a photo of a {}."]),
         ClassificationProbe(
-            "novel_shape", _tensor_set(clip, novel, novel.labels(novel_names, "shape")), novel_names, ["a photo of a {}."]
+            "colour", heldout_ds, colours, ["a photo of a {} object."], heldout.labels(colours, "colour")
+        ),
+        ClassificationProbe("colour_shape", heldout_ds, pairs, ["a photo of a {}."], heldout.labels(pairs, "pair")),
+        ClassificationProbe(
+            "seen_shape", _tensor_set(clip, seen, seen.labels(known, "shape")), known, ["a photo of a {}."]
+        ),
+        ClassificationProbe(
+            "novel_shape",
+            _tensor_set(clip, novel, novel.labels(novel_names, "shape")),
+            novel_names,
+            ["a photo of a {}."],
         ),
         RetrievalProbe(
             "heldout",

@@ -9,12 +9,13 @@ drawn and named by the continual tasks.
 Everything is a pure function of a seed: each set owns its own ``numpy.random.Generator``
 streams, so a set does not depend on how many other sets were made before it.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Sequence
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -24,8 +25,18 @@ from PIL import Image, ImageDraw
 
 KNOWN_SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "diamond", "ring", "arrow", "crescent")
 NOVEL_SHAPES = (
-    "hourglass", "chevron", "frame", "semicircle", "house", "lightning",
-    "cloud", "tree", "hexagon", "bowtie", "kite", "pentagon",
+    "hourglass",
+    "chevron",
+    "frame",
+    "semicircle",
+    "house",
+    "lightning",
+    "cloud",
+    "tree",
+    "hexagon",
+    "bowtie",
+    "kite",
+    "pentagon",
 )
 ALL_SHAPES = KNOWN_SHAPES + NOVEL_SHAPES
 COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown", "white")
@@ -128,29 +139,47 @@ def _raw_shapes() -> dict[str, list[_Part]]:
         "arrow": [("+", _rect(-1, -0.28, 0.05, 0.28)), ("+", _poly((0.0, 0.75), (1, 0), (0.0, -0.75)))],
         "crescent": [("+", _circle(1.0)), ("-", _circle(0.85, 0.5, 0.15))],
         # novel
-        "hourglass": [("+", _poly((-0.7, 1), (0.7, 1), (0.12, 0), (0.7, -1), (-0.7, -1), (-0.12, 0))),
-                      ("+", _rect(-0.85, 0.85, 0.85, 1.05)), ("+", _rect(-0.85, -1.05, 0.85, -0.85))],
+        "hourglass": [
+            ("+", _poly((-0.7, 1), (0.7, 1), (0.12, 0), (0.7, -1), (-0.7, -1), (-0.12, 0))),
+            ("+", _rect(-0.85, 0.85, 0.85, 1.05)),
+            ("+", _rect(-0.85, -1.05, 0.85, -0.85)),
+        ],
         "chevron": [("+", _poly((-0.9, -0.2), (0, 0.8), (0.9, -0.2), (0.9, -1), (0, 0.0), (-0.9, -1)))],
         "frame": [("+", _rect(-1, -1, 1, 1)), ("-", _rect(-0.56, -0.56, 0.56, 0.56))],
         "semicircle": [("+", _half_disc())],
-        "house": [("+", _rect(-0.6, -0.9, 0.6, 0.15)), ("+", _poly((-0.95, 0.1), (0, 0.95), (0.95, 0.1))),
-                  ("-", _rect(-0.17, -0.9, 0.17, -0.35))],  # wide eaves and a door: not a pentagon
-        "lightning": [("+", _poly((-0.05, 1), (0.75, 1), (0.3, 0.3), (0.75, 0.3), (-0.45, -1),
-                                  (-0.1, -0.1), (-0.6, -0.1)))],
-        "cloud": [("+", _circle(0.42, -0.55, -0.1)), ("+", _circle(0.55, 0.0, 0.15)),
-                  ("+", _circle(0.42, 0.55, -0.05)), ("+", _rect(-0.55, -0.52, 0.55, -0.1))],
-        "tree": [("+", _poly((-0.9, -0.45), (0.9, -0.45), (0, 0.35))), ("+", _poly((-0.7, 0.05), (0.7, 0.05), (0, 1))),
-                 ("+", _rect(-0.2, -1, 0.2, -0.4))],
+        "house": [
+            ("+", _rect(-0.6, -0.9, 0.6, 0.15)),
+            ("+", _poly((-0.95, 0.1), (0, 0.95), (0.95, 0.1))),
+            ("-", _rect(-0.17, -0.9, 0.17, -0.35)),
+        ],  # wide eaves and a door: not a pentagon
+        "lightning": [
+            ("+", _poly((-0.05, 1), (0.75, 1), (0.3, 0.3), (0.75, 0.3), (-0.45, -1), (-0.1, -0.1), (-0.6, -0.1)))
+        ],
+        "cloud": [
+            ("+", _circle(0.42, -0.55, -0.1)),
+            ("+", _circle(0.55, 0.0, 0.15)),
+            ("+", _circle(0.42, 0.55, -0.05)),
+            ("+", _rect(-0.55, -0.52, 0.55, -0.1)),
+        ],
+        "tree": [
+            ("+", _poly((-0.9, -0.45), (0.9, -0.45), (0, 0.35))),
+            ("+", _poly((-0.7, 0.05), (0.7, 0.05), (0, 1))),
+            ("+", _rect(-0.2, -1, 0.2, -0.4)),
+        ],
         "hexagon": [("+", _ngon(6, 1.0, 0.0))],
-        "bowtie": [("+", _poly((-1, 0.7), (0, 0), (-1, -0.7))), ("+", _poly((1, 0.7), (0, 0), (1, -0.7))),
-                   ("+", _rect(-0.22, -0.28, 0.22, 0.28))],
+        "bowtie": [
+            ("+", _poly((-1, 0.7), (0, 0), (-1, -0.7))),
+            ("+", _poly((1, 0.7), (0, 0), (1, -0.7))),
+            ("+", _rect(-0.22, -0.28, 0.22, 0.28)),
+        ],
         "kite": [("+", _poly((0, 1), (0.72, 0.4), (0, -1), (-0.72, 0.4)))],  # widest high up, unlike diamond
         "pentagon": [("+", _ngon(5, 1.0, 90.0))],
     }
 
 
-def _draw_parts(draw: ImageDraw.ImageDraw, parts: list[_Part], cx: float, cy: float,
-                radius: float, rotation_deg: float) -> None:
+def _draw_parts(
+    draw: ImageDraw.ImageDraw, parts: list[_Part], cx: float, cy: float, radius: float, rotation_deg: float
+) -> None:
     """Rotate (counter-clockwise), scale and place unit-coordinate parts on a mask image."""
     a = np.deg2rad(rotation_deg)
     c, s = np.cos(a), np.sin(a)
@@ -197,7 +226,7 @@ def _shapes() -> dict[str, list[_Part]]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _extent(shape: str) -> float:
     """Radius of the filled part of a normalised shape (≤ 1), for keeping it on the canvas."""
     return max(float(np.linalg.norm(p, axis=1).max()) for op, p in _shapes()[shape] if op == "+")
@@ -317,8 +346,11 @@ def render(scene: Scene, rng: np.random.Generator, *, draw_object: bool = True) 
 
 _TEMPLATES = ("a photo of {np}{pos}{bg}", "an image of {np}{pos}{bg}", "there is {np}{pos}{bg}", "{np}{pos}{bg}")
 _POSITION_PHRASE = {
-    "left": " on the left", "right": " on the right", "top": " at the top",
-    "bottom": " at the bottom", "center": " in the center",
+    "left": " on the left",
+    "right": " on the right",
+    "top": " at the top",
+    "bottom": " at the bottom",
+    "center": " in the center",
 }
 _GENERIC_NOUNS = ("shape", "object")
 _P_SHAPE, _P_COLOUR, _P_OTHER = 0.85, 0.75, 0.45  # probability that an attribute is named
@@ -326,7 +358,7 @@ _P_PERIOD = 0.5  # class prompts end with "." ("a photo of a {}."), so both form
 
 
 def article(word: str) -> str:
-    """"a" or "an" by sound; "hourglass" has a silent h."""
+    """ "a" or "an" by sound; "hourglass" has a silent h."""
     return "an" if word[0] in "aeiou" or word == "hourglass" else "a"
 
 

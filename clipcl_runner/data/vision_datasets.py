@@ -7,13 +7,13 @@ in :mod:`.datasets` (its folder, reader, split rule, class-name clean-up, templa
 them all. Nothing is downloaded here (``scripts/prepare_data.py`` does that); a missing dataset raises
 :class:`DatasetMissing` naming what is missing and how to get it.
 """
+
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import datasets
 from .datasets.flowers import Flowers102 as _Flowers102  # noqa: F401 - tests stub its md5 check here

@@ -7,17 +7,17 @@ batch, ``after_step`` after every optimiser step -> ``end_stage``; evaluations m
 for checkpoints (``state_dict``), and never runs its own training loop. ``supports`` declares the
 settings it works in; ``check_supported`` refuses the others at start.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..data.stages import Stage, merged_stage
 from ..models import select_trainable
-
 from .prompts import ClassPrompts
 
 TRAIN_HEADS = ("stage", "seen")
@@ -100,8 +100,9 @@ def check_supported(method: Method, cfg, distributed: bool = False) -> None:
         ("trainer.train_head", trainer.get("train_head", "stage"), support.train_head),
         ("part", cfg.get("part", "whole"), support.part),
     ]
-    problems = [f"{key}={value} (it supports {', '.join(allowed)})" for key, value, allowed in settings
-                if value not in allowed]
+    problems = [
+        f"{key}={value} (it supports {', '.join(allowed)})" for key, value, allowed in settings if value not in allowed
+    ]
     if trainer.get("compile", False) and not support.compile:
         problems.append("trainer.compile=true (set trainer.compile=false)")
     if distributed and not support.distributed:

@@ -2,6 +2,7 @@
 image<->text distillation and random-token texts. Methods import these from here, never from a
 sibling method's file.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,6 +48,7 @@ def _outside_autocast_class(cls: type) -> type:
     if getattr(cls, "_outside_autocast", False):
         return cls
     if cls not in _OUTSIDE_AUTOCAST:
+
         def fp32(name: str):
             inner = getattr(cls, name)
 
@@ -107,8 +109,13 @@ def soft_target_distillation(student_logits: torch.Tensor, teacher_logits: torch
 
 
 def image_text_distillation(
-    student_images: torch.Tensor, teacher_images: torch.Tensor, student_texts: torch.Tensor,
-    teacher_texts: torch.Tensor, student_scale: torch.Tensor, teacher_scale: torch.Tensor, temperature: float,
+    student_images: torch.Tensor,
+    teacher_images: torch.Tensor,
+    student_texts: torch.Tensor,
+    teacher_texts: torch.Tensor,
+    student_scale: torch.Tensor,
+    teacher_scale: torch.Tensor,
+    temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ZSCL's two directions on z = exp(logit_scale)·image·textᵀ (normalised features):
     (image→text: softmax over the texts per image, text→image: softmax over the images per text),

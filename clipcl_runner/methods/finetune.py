@@ -1,4 +1,5 @@
 """FT: cross-entropy over the current stage's class prompts, nothing else."""
+
 from .base import Method
 
 

@@ -18,6 +18,7 @@ code computes (:func:`official_kernel`). docs/fidelity.md lists the tests that p
 If the kernel cannot be computed for a step (too few samples, NaN features, an SVD that does
 not converge), that step falls back to plain CE and a warning is logged once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,7 +65,9 @@ def geodesic_flow_kernel(old: Tensor, new: Tensor, subspace_dim: int) -> Tensor:
     ``torch.linalg.LinAlgError`` when an SVD fails.
     """
     if old.dim() != 2 or old.shape != new.shape:
-        raise ValueError(f"old and new features must be N x D of equal shape, got {tuple(old.shape)} and {tuple(new.shape)}.")
+        raise ValueError(
+            f"old and new features must be N x D of equal shape, got {tuple(old.shape)} and {tuple(new.shape)}."
+        )
     dim = min(old.shape[0] - 1, int(subspace_dim), old.shape[1])
     if dim < 1:
         raise ValueError(f"a PCA subspace needs at least 2 samples (got {old.shape[0]}) and subspace_dim >= 1.")
@@ -129,7 +132,9 @@ def official_kernel(new: Tensor, old: Tensor, null_space_dim: int = 60) -> Tenso
     gradient; raises ``ValueError`` when N < 3 or the result is not finite.
     """
     if new.dim() != 2 or new.shape != old.shape:
-        raise ValueError(f"new and old features must be N x D of equal shape, got {tuple(new.shape)} and {tuple(old.shape)}.")
+        raise ValueError(
+            f"new and old features must be N x D of equal shape, got {tuple(new.shape)} and {tuple(old.shape)}."
+        )
     dim = new.shape[0] - 2
     if dim < 1 or dim >= new.shape[1]:
         raise ValueError(f"the official kernel needs 3 <= N < D + 2 samples (got N={new.shape[0]}, D={new.shape[1]}).")

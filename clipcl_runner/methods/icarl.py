@@ -39,6 +39,7 @@ on CLIP's text-prompt classifier, as a ZSCL baseline.
   computed but not added (no ``--image_loss``/``--text_loss``). Here the teacher is a real frozen
   copy of the stage-start model (``frozen_copy``: no shared storage), so the distillation acts.
 """
+
 from __future__ import annotations
 
 import torch
@@ -97,8 +98,15 @@ def zscl_stage_quotas(budget: int, stages: int) -> tuple[int, int]:
 
 
 class ICaRL(StageTeacher, Method):
-    def __init__(self, name: str = "icarl", memory_size: int = 2000, alpha: float = 1.0, temperature: float = 2.0,
-                 herding: str = "per_class", herding_pool: int | None = None):
+    def __init__(
+        self,
+        name: str = "icarl",
+        memory_size: int = 2000,
+        alpha: float = 1.0,
+        temperature: float = 2.0,
+        herding: str = "per_class",
+        herding_pool: int | None = None,
+    ):
         super().__init__(name)
         if memory_size < 0:
             raise ValueError(f"method.memory_size={memory_size} must be >= 0.")
@@ -122,8 +130,9 @@ class ICaRL(StageTeacher, Method):
     def training_stage(self, run: RunContext) -> Stage | None:
         stage = run.stage
         parts = [(old, self.exemplar_indices(index)) for index, old in enumerate(run.stages[: run.stage_index])]
-        return merged_stage(stage.name, parts + [(stage, None)], epochs=stage.epochs, iterations=stage.iterations,
-                            lr=stage.lr)
+        return merged_stage(
+            stage.name, parts + [(stage, None)], epochs=stage.epochs, iterations=stage.iterations, lr=stage.lr
+        )
 
     def exemplar_indices(self, stage_index: int) -> list[int]:
         """The dataset indices of a stage's exemplars, class by class."""

@@ -20,6 +20,7 @@ the ding2022_* presets pick alpha per task family (docs/fidelity.md, row 9).
   ``run.model``; ``model_for_evaluation`` loads it into a copy, which is what the runner
   evaluates after every epoch when ``eval.every_epoch=true``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ The later stages train nothing (``training_stage`` is None) but are still evalua
 row of the accuracy matrix after the first equals the first: the model that saw everything.
 Transfer-style metrics (which need a model that has not seen a stage) are meaningless here.
 """
+
 from __future__ import annotations
 
 from ..data.stages import Stage, merged_stage

@@ -3,6 +3,7 @@
 The old model (teacher) is a frozen deep copy of the model at the start of each stage: the
 pretrained CLIP before the first stage, the previous stage's model after that.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,10 @@ class LwF(StageTeacher, Method):
 
     def training_stage(self, run: RunContext):
         stage = super().training_stage(run)
-        if stage is not None and stage.train_templates == run.stage.train_templates and set(stage.classnames) <= set(
-            self.distilled_names
+        if (
+            stage is not None
+            and stage.train_templates == run.stage.train_templates
+            and set(stage.classnames) <= set(self.distilled_names)
         ):
             rows = [self.distilled_names.index(name) for name in stage.classnames]
             self.ce_rows = torch.tensor(rows, device=run.device)
@@ -47,7 +50,9 @@ class LwF(StageTeacher, Method):
         """The CE and the LwF term. When the CE's classes are among the distilled ones and the text
         tower trains, the student's prompts go through the text tower once for both (same gradients)."""
         if self.ce_rows is None or run.part == "image":  # frozen text: both heads are cached anyway
-            return self.cross_entropy(run, image_features, labels), self.lwf_kl(run, image_features, teacher_image_features)
+            return self.cross_entropy(run, image_features, labels), self.lwf_kl(
+                run, image_features, teacher_image_features
+            )
         templates = run.stage.train_templates
         student = self.class_logits(run, run.model, image_features, self.distilled_names, templates)
         ce = F.cross_entropy(student.index_select(1, self.ce_rows), labels, label_smoothing=run.label_smoothing)

@@ -21,6 +21,7 @@ ZSCL's variant of the seed paper's VR-LwF (``vr_lwf``, kept as it is):
   The loss is ZSCL's soft-target CE·T² minus the teacher's entropy (see
   ``distill.soft_target_distillation``): the same gradients, zero when the student is the teacher.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,15 @@ DISTILL_TRANSFORMS = ("train", "eval")
 
 
 class LwFVR(StageTeacher, Method):
-    def __init__(self, name: str = "lwf_vr", alpha: float = 1.0, temperature: float = 2.0, num_texts: int = 1000,
-                 token_length: int = 10, distill_transform: str = "train"):
+    def __init__(
+        self,
+        name: str = "lwf_vr",
+        alpha: float = 1.0,
+        temperature: float = 2.0,
+        num_texts: int = 1000,
+        token_length: int = 10,
+        distill_transform: str = "train",
+    ):
         super().__init__(name)
         if distill_transform not in DISTILL_TRANSFORMS:
             raise ValueError(f"method.distill_transform='{distill_transform}' is not one of {DISTILL_TRANSFORMS}.")
@@ -74,11 +82,19 @@ class LwFVR(StageTeacher, Method):
         """(image→text, text→image) distillation on ``images`` against the stage's fixed random texts."""
         teacher_images = self.teacher_image_features(images)
         student_images = run.model.encode_image(images, normalize=True)
-        return image_text_distillation(student_images, teacher_images, self.teacher_texts, self.teacher_texts,
-                                       run.model.logit_scale, self.teacher.logit_scale, self.temperature)
+        return image_text_distillation(
+            student_images,
+            teacher_images,
+            self.teacher_texts,
+            self.teacher_texts,
+            run.model.logit_scale,
+            self.teacher.logit_scale,
+            self.temperature,
+        )
 
-    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor,
-                      second: torch.Tensor | None = None):
+    def training_loss(
+        self, run: RunContext, images: torch.Tensor, labels: torch.Tensor, second: torch.Tensor | None = None
+    ):
         """``second``: the stream's batch of current-stage images (drawn here when called without the trainer)."""
         if second is None:
             second = draw_batch(self.auxiliary_data(run)["second"], run.device, batch_size=len(images))

@@ -5,9 +5,10 @@ stage, and the class features of a frozen text tower (a teacher's, or the studen
 ``part=image``) are encoded once per stage. ``reset_prompt_caches`` (called by ``Method.begin_stage``)
 empties both: a text tower that trains changes between stages.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -46,6 +46,7 @@ The rectifiers are submodules of ``run.model``, so ``run.model.state_dict()`` (c
 includes them; ``setup`` wraps before a checkpoint is loaded, and the random U is drawn from the
 seeded global generator. The method itself keeps no state.
 """
+
 from __future__ import annotations
 
 import logging
@@ -272,6 +273,9 @@ class RKR(Method):
             parameters.append(run.model.logit_scale)
         log.info(
             "RKR: %d linear/attention layers rectified (rank %d, towers %s), %d trainable parameters",
-            wrapped, self.rank, "+".join(towers), sum(p.numel() for p in parameters),
+            wrapped,
+            self.rank,
+            "+".join(towers),
+            sum(p.numel() for p in parameters),
         )
         return parameters

@@ -12,10 +12,11 @@ stage (and so OST, a single stage) is CE + alpha * VR; docs/fidelity.md lists th
 pins this against the CL-CLIP code. ``lwf_from_stage=0`` also distils the pretrained model's
 class probabilities in the first stage.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -68,7 +69,10 @@ class VRLwF(LwF):
         if self.vocabulary is None:
             tokenizer = run.tokenizer
             tokens = random_token_texts(
-                self.num_texts, self.token_length, tokenizer.sot_token_id, tokenizer.eot_token_id,
+                self.num_texts,
+                self.token_length,
+                tokenizer.sot_token_id,
+                tokenizer.eot_token_id,
                 tokenizer.context_length,
             ).to(run.device)
             self.text_length = self.token_length + 2  # [SOT, tokens, EOT]: the rest is padding

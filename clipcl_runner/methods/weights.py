@@ -6,6 +6,7 @@ as in ``imm`` (statistics of an average of networks are not the average of their
 Snapshots are detached clones on the model's device, so they are safe to keep across steps and
 to save in checkpoints.
 """
+
 from __future__ import annotations
 
 import copy

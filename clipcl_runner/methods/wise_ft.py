@@ -19,6 +19,7 @@ weights towards an anchor:
   continues unmerged, as ``imm`` does.
 - The anchor is kept in ``state_dict`` so a resumed run anchors at the same weights.
 """
+
 from __future__ import annotations
 
 import torch

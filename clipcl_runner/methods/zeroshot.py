@@ -1,4 +1,5 @@
 """Zero-shot: evaluate the pretrained model after every stage without training it."""
+
 from .base import Method
 
 

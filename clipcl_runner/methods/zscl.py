@@ -45,6 +45,7 @@ docs/fidelity_zscl.md lists every statement below about ZSCL's code with the tes
   ``--l2 1``, set by ``zscl_mtil``; the paper's method does not have it), 0 by default.
 - State (running average, its count, the step counter) is in ``state_dict`` for exact resume.
 """
+
 from __future__ import annotations
 
 import logging
@@ -113,8 +114,10 @@ class ZSCL(Method):
         self.reference_texts = encode_frozen(self.teacher, self.reference_tokens, run.device)
         self.reference_length = used_length(self.reference_tokens)
         if run.part == "text" and self.text_features == "teacher":
-            log.warning("ZSCL with part=text and text_features=teacher: the distillation cannot reach the "
-                        "trained (text) tower; use method.text_features=student.")
+            log.warning(
+                "ZSCL with part=text and text_features=teacher: the distillation cannot reach the "
+                "trained (text) tower; use method.text_features=student."
+            )
         log.info("ZSCL reference set: %d images, %d sentences", len(reference.images), len(reference.sentences))
         return parameters
 
@@ -178,11 +181,19 @@ class ZSCL(Method):
         with torch.no_grad():
             teacher_images = self.teacher.encode_image(images, normalize=True)
         student_images = run.model.encode_image(images, normalize=True)
-        return image_text_distillation(student_images, teacher_images, student_texts, teacher_texts,
-                                       run.model.logit_scale, self.teacher.logit_scale, self.temperature)
+        return image_text_distillation(
+            student_images,
+            teacher_images,
+            student_texts,
+            teacher_texts,
+            run.model.logit_scale,
+            self.teacher.logit_scale,
+            self.temperature,
+        )
 
-    def training_loss(self, run: RunContext, images: torch.Tensor, labels: torch.Tensor,
-                      reference: torch.Tensor | None = None):
+    def training_loss(
+        self, run: RunContext, images: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor | None = None
+    ):
         """``reference``: the stream's batch of reference images (drawn here when called without the trainer)."""
         if reference is None:
             reference = draw_batch(self.auxiliary_data(run)["reference"], run.device)

@@ -17,6 +17,7 @@ without ``--ref-sentences``, so ``finetune.py`` distils:
 That is ``lwf_vr`` (ZSCL's LwF-VR) with the class prompts in place of the random texts, which is
 how it is built here.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,9 @@ from .lwf_vr import LwFVR
 
 
 class ZSCLLwF(LwFVR):
-    def __init__(self, name: str = "zscl_lwf", alpha: float = 1.0, temperature: float = 2.0,
-                 distill_transform: str = "eval"):
+    def __init__(
+        self, name: str = "zscl_lwf", alpha: float = 1.0, temperature: float = 2.0, distill_transform: str = "eval"
+    ):
         super().__init__(name, alpha=alpha, temperature=temperature, distill_transform=distill_transform)
 
     def vocabulary_tokens(self, run: RunContext) -> torch.Tensor:

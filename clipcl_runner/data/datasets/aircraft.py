@@ -1,4 +1,5 @@
 """FGVC-Aircraft 2013b, variant level (100 classes): the official ``train`` / ``test`` split."""
+
 from torchvision import datasets as tv
 
 from .readers import two_splits

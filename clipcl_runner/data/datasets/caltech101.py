@@ -1,6 +1,7 @@
 """Caltech-101 (101 classes, no BACKGROUND_Google): no official split, ZSCL's random 80/20 split (seed 42)."""
+
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from torchvision import datasets as tv
 

@@ -1,7 +1,8 @@
 """CIFAR-10: the official train / test batches, read from the pickles (torchvision's class insists on
 the official files' md5 sums). Also what CIFAR-100 shares: the reader and CLIP's CIFAR templates."""
+
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -53,8 +54,11 @@ SPEC = register(
         name="cifar10",
         folder="cifar-10-batches-py",
         read=cifar_reader(
-            "cifar10", {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]},
-            "labels", "batches.meta", "label_names",
+            "cifar10",
+            {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]},
+            "labels",
+            "batches.meta",
+            "label_names",
         ),
         templates=CIFAR_TEMPLATES,
         raw_names=True,

@@ -1,4 +1,5 @@
 """DTD (Describable Textures), partition 1: ``train1`` / ``test1`` (ZSCL trains on train only, not train+val)."""
+
 from torchvision import datasets as tv
 
 from .readers import two_splits

@@ -1,7 +1,8 @@
 """EuroSAT (RGB), torchvision's layout (sorted folders and files): ZSCL's random 80/20 split, seed 42
 (not the paper protocol's last-500-per-class split of ``folders.eurosat_sessions``, which reads the same folder)."""
+
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from torchvision import datasets as tv
 

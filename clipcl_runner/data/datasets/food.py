@@ -1,4 +1,5 @@
 """Food-101: the official ``train`` / ``test`` lists."""
+
 from torchvision import datasets as tv
 
 from .readers import two_splits

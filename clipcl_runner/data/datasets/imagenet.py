@@ -1,8 +1,9 @@
 """ImageNet-1k (ILSVRC-2012): ``imagenet/train/<wnid>`` / ``imagenet/val/<wnid>`` (val sorted into class
 folders), OpenAI's readable names and 80 templates (open_clip's copy). Also ZSCL's MTIL reference images
 (``reference.imagenet_cc_reference`` reads ``<root>/imagenet/train``)."""
+
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import DatasetMissing
 from .readers import dataset_folder, read_image_folder
@@ -29,7 +30,10 @@ def read(root: Path) -> ReadResult:
     folders = [sorted({Path(p).parent.name for p in split.paths}) for split in (train, val)]
     if folders[0] != folders[1] or len(folders[0]) != 1000:
         raise DatasetMissing(
-            "imagenet", base, root, f"train/val have {len(folders[0])}/{len(folders[1])} class folders, not the same 1000"
+            "imagenet",
+            base,
+            root,
+            f"train/val have {len(folders[0])}/{len(folders[1])} class folders, not the same 1000",
         )
     return train, val, folders[0]
 

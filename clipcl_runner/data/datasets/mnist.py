@@ -1,4 +1,5 @@
 """MNIST: the official train / test files, in memory."""
+
 from pathlib import Path
 
 from torchvision import datasets as tv

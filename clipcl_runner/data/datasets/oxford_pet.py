@@ -1,4 +1,5 @@
 """Oxford-IIIT Pet: ``trainval`` / ``test``."""
+
 from torchvision import datasets as tv
 
 from .readers import two_splits

@@ -7,12 +7,13 @@ and pickles cheaply into DataLoader workers. Hidden entries (names starting with
 ``.ipynb_checkpoints`` folder or macOS ``._*`` files) are never classes or images in the readers that
 list folders, where torchvision would count them.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +50,9 @@ class ArrayImages(Dataset):
 Images = ImageFiles | ArrayImages
 
 
-def take(images: Images, indices: Sequence[int], labels: Sequence[int] | None = None, transform: Callable | None = None) -> Images:
+def take(
+    images: Images, indices: Sequence[int], labels: Sequence[int] | None = None, transform: Callable | None = None
+) -> Images:
     """The images at ``indices`` (with new ``labels`` if given) as a new dataset of the same kind."""
     indices = [int(i) for i in indices]
     labels = [images.labels[i] for i in indices] if labels is None else list(labels)
@@ -71,7 +74,9 @@ def first_per_class(labels: Sequence[int], limit: int | None) -> list[int]:
     return keep
 
 
-def select_classes(images: Images, classes: Sequence[int], transform: Callable | None = None, limit: int | None = None) -> Images:
+def select_classes(
+    images: Images, classes: Sequence[int], transform: Callable | None = None, limit: int | None = None
+) -> Images:
     """The images of ``classes`` only, relabelled by position in ``classes`` (class-incremental steps)."""
     local = {int(c): i for i, c in enumerate(classes)}
     chosen = [i for i, label in enumerate(images.labels) if label in local]
@@ -133,7 +138,9 @@ def torchvision_set(name: str, root: Path, factory: Callable, **kwargs):
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
         raise DatasetMissing(name, root / registry.get(name).folder, root, f"torchvision: {error}") from None
     except FileNotFoundError as error:  # a split or annotation file the class opens
-        raise DatasetMissing(name, error.filename or root / registry.get(name).folder, root, "annotation file") from None
+        raise DatasetMissing(
+            name, error.filename or root / registry.get(name).folder, root, "annotation file"
+        ) from None
 
 
 def files_of(name: str, root: Path, dataset) -> ImageFiles:

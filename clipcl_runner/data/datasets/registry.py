@@ -9,13 +9,15 @@ a spec of its own at any time.
 
 This module stays free of torch and torchvision: :mod:`..errors` reads fetch hints through it.
 """
+
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 # (train images, test images, class names as the dataset's files store them); images are
 # ``folders.ImageFiles`` or ``readers.ArrayImages`` with labels 0..len(names)-1, no transform yet.

@@ -1,4 +1,5 @@
 """Stanford Cars: the official ``train`` / ``test`` (cars_test_annos_withlabels.mat); fetched by hand only."""
+
 from torchvision import datasets as tv
 
 from .readers import two_splits

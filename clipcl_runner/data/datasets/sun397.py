@@ -3,6 +3,7 @@
 torchvision lists the files in file-system order, which made ZSCL's split depend on the machine; we sort
 the paths first, so ours is the same everywhere. Hidden folders (``.ipynb_checkpoints``) are skipped,
 not a KeyError."""
+
 from pathlib import Path
 
 from ..errors import DatasetMissing

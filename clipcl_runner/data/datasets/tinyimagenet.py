@@ -1,7 +1,8 @@
 """TinyImageNet-200 as distributed (tiny-imagenet-200.zip; torchvision has no class for it):
 ``train/<wnid>/images`` / ``val`` (val_annotations.txt) as test; labels in wnids.txt order."""
+
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import DatasetMissing
 from ..folders import ImageFiles, list_images
