@@ -160,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         workspace = build_workspace(spec)
         workspace.save()
     except Exception as error:  # noqa: BLE001 - offline, not logged in, no package: one line, the spec stays
-        print(f"clipcl dashboard: the workspace was not created: {type(error).__name__}: {(str(error).splitlines() or [""])[0]}", file=sys.stderr)
+        first = (str(error).splitlines() or [""])[0]
+        print(f"clipcl dashboard: the workspace was not created: {type(error).__name__}: {first}", file=sys.stderr)
         return 2
     print(f"workspace: {getattr(workspace, 'url', '(saved)')}")
     return 0
