@@ -1,6 +1,6 @@
 """The ZSCL presets against ZSCL's official code (github Thunderbeee/ZSCL @ b96e714).
 
-Each test pins one row of docs/fidelity_zscl.md. Expected numbers are derived by hand in the
+Each test pins one row of docs/fidelity.md (ZSCL section). Expected numbers are derived by hand in the
 comments, or from the official formula restated in a few lines here.
 """
 

@@ -4,7 +4,7 @@ Vision-Language Models"; github Thunderbeee/ZSCL).
 Per step: CE on the current batch, plus distillation of the INITIAL model's image-text logits on a
 reference set (``clipcl_runner.data.reference``; ``zscl_mtil``: ImageNet training images and the
 Conceptual Captions validation captions, as ZSCL.sh), plus a weight ensemble over the stage.
-docs/fidelity_zscl.md lists every statement below about ZSCL's code with the test that pins it.
+docs/fidelity.md (ZSCL section) lists every statement below about ZSCL's code with the test that pins it.
 
 - Teacher: a frozen copy of the model as ``setup`` finds it (the pretrained CLIP), kept for all
   stages (not the previous stage's model, as LwF would). A resumed run rebuilds it the same way,
