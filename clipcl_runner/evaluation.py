@@ -1,7 +1,9 @@
 """Evaluation after every stage: update-task accuracy (the accuracy matrix), zero-shot probes, retrieval.
 
 Image features are computed once per dataset per evaluation and shared by every head that
-uses that dataset; zero-shot heads come from open_clip's batched classifier builder.
+uses that dataset; zero-shot heads (template-averaged, normalised class embeddings) are built
+here from the cut text encoding, and equal open_clip's ``build_zero_shot_classifier``
+(``tests/test_evaluation.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Continual-learning summaries of an accuracy matrix (pure numpy).
 
-Convention (see /work/shared/design/protocols.md, "Metrics of the paper" and ZSCL's
+Convention (see docs/protocols.md, "Metrics of the paper" and ZSCL's
 metrics):
 
 * ``acc`` is a float array of accuracies in percent. Row ``t`` (0-indexed among the
@@ -13,9 +13,9 @@ metrics):
   dropped from numerator and denominator); a mean with nothing left is ``NaN``.
   A difference involving a missing entry is missing.
 * The zero-shot row never enters UT-Acc, BWT, forgetting, Transfer, Avg or Last: those
-  use only trained rows, exactly as protocols.md defines them.
+  use only trained rows, exactly as docs/protocols.md defines them.
 
-All indices in docstrings are 0-indexed; protocols.md writes them 1-indexed.
+All indices in docstrings are 0-indexed; docs/protocols.md writes them 1-indexed.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def final_bwt(acc, *, has_zero_shot_row: bool = False) -> float:
 
 
 def forgetting(acc, *, has_zero_shot_row: bool = False) -> float:
-    """Forgetting = mean_{i<T-1} (max_{t<T-1} a[t][i] - a[T-1][i]) (ZSCL, protocols.md).
+    """Forgetting = mean_{i<T-1} (max_{t<T-1} a[t][i] - a[T-1][i]) (ZSCL, docs/protocols.md).
 
     The max runs over all earlier trained rows (also t < i), never the zero-shot row.
     NaN when there is a single trained row.
@@ -137,11 +137,11 @@ def _transfer(a: np.ndarray) -> float:
 
 
 def mtil_summary(acc, zero_shot_row=None, *, has_zero_shot_row: bool = False) -> dict[str, float]:
-    """ZSCL's MTIL numbers from the trained rows of ``acc`` (protocols.md, section 2).
+    """ZSCL's MTIL numbers from the trained rows of ``acc`` (docs/protocols.md, section 2).
 
     Keys:
       ``transfer``   mean over i = 1..T-1 of mean_{t<i} a[t][i] -- trained rows only; the
-                     zero-shot row is NOT used (protocols.md's definition). NaN if T = 1
+                     zero-shot row is NOT used (docs/protocols.md). NaN if T = 1
                      or no future column was evaluated.
       ``avg``        mean over i of (mean over all trained rows t of a[t][i]).
       ``last``       mean_i a[T-1][i] (last trained row, all columns).

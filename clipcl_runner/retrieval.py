@@ -1,4 +1,4 @@
-"""Image<->text retrieval recall (protocols.md, "Metrics of the paper").
+"""Image<->text retrieval recall (docs/protocols.md, "Metrics of the paper").
 
 * image->text R@K: share of images for which ANY of their captions is among the top K
   captions (ranked over all captions by similarity);

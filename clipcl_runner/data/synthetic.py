@@ -67,7 +67,7 @@ def synthetic_probes(
     captions_per_image: int = 2,
     world_seed: int = 0,
 ) -> list:
-    """The forgetting probes of synthetic-world.md, each on its own seed."""
+    """The forgetting probes of docs/synthetic_world.md, each on its own seed."""
     seed = lambda split: world.split_seed(world_seed, split)  # noqa: E731
 
     heldout = world.make_set(heldout_images, seed=seed("probe-heldout"), pairs=sorted(world.HELD_OUT_PAIRS))

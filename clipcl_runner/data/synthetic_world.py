@@ -1,6 +1,6 @@
 """A deterministic synthetic image–caption world: 32×32 RGB images, one object each.
 
-Spec: ``shared/design/synthetic-world.md``. Every image shows one coloured shape of a given
+Spec: ``docs/synthetic_world.md``. Every image shows one coloured shape of a given
 size and position over a patterned grey background, and every caption names some of these
 attributes. Known shapes and (shape, colour) pairs are for pretraining; ``HELD_OUT_PAIRS``
 never occur in pretraining (zero-shot / retrieval probes), and ``NOVEL_SHAPES`` are only
