@@ -7,6 +7,7 @@ never an error of the sweep. Each failed job also gets one line as it ends (``on
 
 from __future__ import annotations
 
+import atexit
 import shlex
 import sys
 from pathlib import Path
@@ -69,6 +70,22 @@ class SweepReport(Callback):
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
+        self.sweep_dir: Path | None = None
+        self.reported = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A failed job makes Hydra's sweeper raise before ``on_multirun_end``: the table then comes at exit."""
+        if self.enabled:
+            self.sweep_dir = Path(str(config.hydra.sweep.dir))
+            atexit.register(self.at_exit)
+
+    def at_exit(self) -> None:
+        if self.reported or self.sweep_dir is None or not self.sweep_dir.is_dir():
+            return
+        self.reported = True
+        print("\nthe sweep stopped early: a job failed (its log is named below)", flush=True)
+        summarize_sweep(self.sweep_dir)
+        sys.stdout.flush()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         status = getattr(getattr(job_return, "status", None), "name", "")
@@ -85,6 +102,7 @@ class SweepReport(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.enabled:
+        if self.enabled and not self.reported:
+            self.reported = True
             summarize_sweep(Path(str(config.hydra.sweep.dir)))
             sys.stdout.flush()

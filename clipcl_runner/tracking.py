@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import string
 import subprocess
@@ -719,6 +720,7 @@ def read_offline_history(run_dir: Path | str, run_id: str | None = None) -> list
         run_id = (run_dir / RUN_ID_FILE).read_text(encoding="utf-8").strip()
     history: list[dict] = []
     for folder in find_offline_runs(run_dir):
-        if folder.name.endswith(f"-{run_id}"):
+        # offline-run-<time>-<id>, or ...-<id>-<n> when an attempt of the same run started in the same second
+        if re.search(rf"-{re.escape(run_id)}(-\d+)?$", folder.name):
             history += read_offline_run(folder)["history"]
     return history

@@ -48,3 +48,21 @@ def test_a_failed_job_is_one_line_with_its_log(tmp_path, capsys):
     )
     SweepReport().on_job_end(config, SimpleNamespace(status=SimpleNamespace(name="COMPLETED")))
     assert capsys.readouterr().err == ""
+
+
+def test_a_sweep_stopped_by_a_failed_job_still_ends_with_the_table(tmp_path, capsys, monkeypatch):
+    import atexit
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    sweep = make_protocol_runs(tmp_path, "mtil")
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    callback = SweepReport()
+    callback.on_multirun_start(config)
+    assert registered == [callback.at_exit]
+    callback.at_exit()  # Hydra raised (a job failed): on_multirun_end never came
+    out = capsys.readouterr().out
+    assert "the sweep stopped early" in out and "| finetune | (default) |" in out
+    callback.on_multirun_end(config)  # reported once only
+    callback.at_exit()
+    assert capsys.readouterr().out == ""

@@ -412,3 +412,18 @@ def test_log_line_shows_headline_and_small_terms():
         headline=("ut_acc", "bwt", "forgetting"),
     )
     assert line == "ut_acc=61.25, bwt=-3.5, forgetting=4, train/lwf=0.00031"
+
+
+def test_offline_history_includes_an_attempt_started_in_the_same_second(tmp_path):
+    """W&B names a second folder of the same run and second '<...>-<id>-1': it is still that run's history."""
+    from pathlib import Path as _Path
+
+    from clipcl_runner.report.wandb_runs import _wandb_run_id
+
+    run_dir = tmp_path / "run"
+    with RunTracker(run_dir, config={}, mode="offline") as tracker:
+        tracker.log_eval(ROWS[0])
+    first = next((run_dir / "wandb").glob("offline-run-*"))
+    first.rename(first.with_name(first.name + "-1"))
+    assert _history_by_stage({"history": tracking.read_offline_history(run_dir)}, "task/T1/acc") == {0: 10.0}
+    assert _wandb_run_id(_Path(first.name + "-1")) == tracker.run_id

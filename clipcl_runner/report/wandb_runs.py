@@ -23,8 +23,11 @@ def _is_wandb_run(path: Path) -> bool:
 
 
 def _wandb_run_id(path: Path) -> str:
-    """'offline-run-20261128_223538-1wnef248' -> '1wnef248'."""
-    return path.name.rsplit("-", 1)[-1]
+    """'offline-run-20261128_223538-1wnef248' -> '1wnef248'; W&B appends '-1', '-2', ... when a resumed
+    attempt of the same run starts within the same second: 'offline-run-20261128_223538-1wnef248-1'."""
+    parts = path.name.split("-")
+    plain = 4 if parts[0] == "offline" else 3  # [offline-]run-<time>-<id>
+    return parts[-2] if len(parts) > plain and parts[-1].isdigit() else parts[-1]
 
 
 @functools.cache
