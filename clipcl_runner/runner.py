@@ -410,7 +410,9 @@ class StageLoop:
     def finish(self) -> dict:
         names = [stage.name for stage in self.stages]
         summary = run_summary(self.rows, names, self.cfg.eval.get("primary_zero_shot"))
-        self.tracker.log_matrix(accuracy_matrix(stage_end_rows(self.rows), names))
+        # which run: the W&B name (method-s<seed> and the run's swept options)
+        title = f"accuracy matrix: {self.cfg.logger.get('name') or f'{self.method.name}-s{self.cfg.seed}'}"
+        self.tracker.log_matrix(accuracy_matrix(stage_end_rows(self.rows), names), title=title)
         if self.main:
             from .plots import plot_probes  # matplotlib only where a figure is drawn
 

@@ -477,9 +477,10 @@ class RunTracker:
 
         self._wb("log_checkpoint", _log)
 
-    def log_matrix(self, matrix: pandas.DataFrame, name: str = "accuracy_matrix") -> None:
+    def log_matrix(self, matrix: pandas.DataFrame, name: str = "accuracy_matrix", title: str | None = None) -> None:
         """Write ``run_dir/<name>.csv`` (rows "zero-shot", "after T1", ...; columns = the
-        stages' test sets) and ``<name>.png``, and log a W&B table and heatmap image."""
+        stages' test sets) and ``<name>.png`` (titled ``title``, e.g. the run's method and seed),
+        and log a W&B table and heatmap image."""
         path = self.run_dir / f"{name}.csv"
         _atomic_write_text(path, matrix.to_csv(index=True))
         self._start_wandb()
@@ -487,7 +488,7 @@ class RunTracker:
         try:
             from .plots import plot_matrix
 
-            plot_matrix(matrix, png, title=name.replace("_", " "))
+            plot_matrix(matrix, png, title=title or name.replace("_", " "))
         except Exception as exc:  # noqa: BLE001 - the CSV is the record; a plot is a view
             log.warning("could not plot %s: %s: %s", name, type(exc).__name__, exc)
             png = None
@@ -569,7 +570,7 @@ class SilentTracker:
     def log_eval(self, row: Mapping[str, Any]) -> None:
         pass
 
-    def log_matrix(self, matrix, name: str = "accuracy_matrix") -> None:
+    def log_matrix(self, matrix, name: str = "accuracy_matrix", title: str | None = None) -> None:
         pass
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
