@@ -303,10 +303,10 @@ class StageLoop:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
         cfg, context = self.cfg, self.context
-        finished = self.finished_summary()
-        if finished is not None:
-            return finished
-        try:
+        try:  # the finally gives the stop signals back to their previous handlers on every way out
+            finished = self.finished_summary()
+            if finished is not None:
+                return finished
             names = [stage.name for stage in self.stages]
             with build_tracker(cfg, self.run_dir, self.resume, names) as self.tracker:
                 start, mid_stage = self.restore_or_start()
