@@ -5,6 +5,7 @@ about a second with a message naming the key. Errors the user fixes (a config va
 foreign run folder, a corrupt checkpoint, missing weights) print as a message without a traceback
 and exit with status 2.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,6 +30,11 @@ CHOICES = {
     "part": ("whole", "image", "text"),
     "trainer.precision": ("auto", "bf16", "fp16", "fp32"),
     "eval.task_head": ("stage", "seen", "all"),
+    "eval.precision": ("auto", "fp32"),
+    "eval.retrieval_ties": ("official", "optimistic"),
+    "trainer.teacher_precision": ("auto", "fp32"),
+    "trainer.train_head": ("stage", "seen"),
+    "trainer.keep_checkpoints": ("none", "last", "all"),
 }
 
 
@@ -62,9 +68,9 @@ def precheck_folder(cfg: DictConfig, run_dir: Path) -> None:
     """The run folder refusals that need no torch, so they come in a second: the folder is busy, holds
     another run, or its checkpoint's config (``checkpoints/identity.json``) differs from a resume's.
     The runner checks again under the folder's lock, against the checkpoint itself."""
-    from . import run_folder
+    from . import requeue, run_folder
 
-    resume = bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    resume = bool(cfg.resume) or requeue.requeued(run_dir)  # a SLURM or local-launcher requeue continues
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if several or not run_dir.is_dir():  # data-parallel ranks: rank 0 checks, in the runner
         return
@@ -85,8 +91,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
     types: list[type[BaseException]] = [ConfigError, RunFolderError]
     # Looked up only when their module was loaded by the run (importing them here would cost seconds).
-    for module, names in (("clipcl_runner.models", ("PretrainedWeightsMissing",)),
-                          ("clipcl_runner.data.errors", ("DatasetMissing", "DataFormatError", "CorruptImage"))):
+    for module, names in (
+        ("clipcl_runner.models", ("PretrainedWeightsMissing",)),
+        ("clipcl_runner.data.errors", ("DatasetMissing", "DataFormatError", "CorruptImage")),
+    ):
         loaded = sys.modules.get(module)
         types += [getattr(loaded, name) for name in names if loaded is not None and hasattr(loaded, name)]
     return tuple(types)
@@ -104,8 +112,11 @@ def check_output_paths(argv: list[str]) -> None:
     """Hydra creates the run folder before our code runs, with a traceback when it cannot: check the
     output folders given on the command line (or CLIPCL_OUTPUTS) first, naming the key and path."""
     given = [("CLIPCL_OUTPUTS", os.environ["CLIPCL_OUTPUTS"])] if os.environ.get("CLIPCL_OUTPUTS") else []
-    given += [tuple(arg.lstrip("+").split("=", 1)) for arg in argv
-              if "=" in arg and arg.lstrip("+").split("=", 1)[0] in OUTPUT_KEYS]
+    given += [
+        tuple(arg.lstrip("+").split("=", 1))
+        for arg in argv
+        if "=" in arg and arg.lstrip("+").split("=", 1)[0] in OUTPUT_KEYS
+    ]
     for key, value in given:
         if not value or "${" in value or "," in value:
             continue
@@ -115,8 +126,10 @@ def check_output_paths(argv: list[str]) -> None:
             if not os.access(path, os.W_OK):
                 raise PermissionError(13, "Permission denied")
         except OSError as error:
-            refuse(f"{key}={value}: cannot create or write {path} ({error.strerror or error}).\n"
-                   "Fix: choose a folder you can write.")
+            refuse(
+                f"{key}={value}: cannot create or write {path} ({error.strerror or error}).\n"
+                "Fix: choose a folder you can write."
+            )
 
 
 def main() -> dict | None:

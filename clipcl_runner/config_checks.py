@@ -30,6 +30,7 @@ RESUMABLE_KEYS = (
     "trainer.progress",
     "trainer.checkpoint",
     "trainer.checkpoint_every_steps",
+    "trainer.keep_checkpoints",
     "trainer.stop_after_stage",
     "trainer.decoded_cache",
     "eval.decoded_cache",

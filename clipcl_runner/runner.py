@@ -271,6 +271,7 @@ class StageLoop:
             task_head=cfg.eval.task_head,
             balanced=cfg.eval.balanced,
             decoded_cache=cfg.eval.decoded_cache,
+            retrieval_ties=cfg.eval.get("retrieval_ties", "official"),
             eval_precision=cfg.eval.get("precision", "auto"),
         )
         self.context = RunContext(

@@ -64,6 +64,7 @@ def main() -> int:
         f"method={args.methods}",
         f"seed={args.seeds}",
         f"hydra.sweep.dir={args.out}",
+        "hydra.callbacks.sweep_report.enabled=false",  # the demo prints its own table below
         *args.overrides,
     ]
     print("$", " ".join(command[2:]), flush=True)

@@ -133,6 +133,7 @@ def test_the_cli_choice_lists_match_the_modules():
     from clipcl_runner.models import PARTS
     from clipcl_runner.precision import EVAL_PRECISIONS, PRECISIONS
     from clipcl_runner.retrieval import TIES
+    from clipcl_runner.runner import KEEP_CHECKPOINTS
 
     assert CHOICES == {
         "part": PARTS,
@@ -142,6 +143,7 @@ def test_the_cli_choice_lists_match_the_modules():
         "eval.retrieval_ties": TIES,
         "trainer.teacher_precision": TEACHER_PRECISIONS,
         "trainer.train_head": TRAIN_HEADS,
+        "trainer.keep_checkpoints": KEEP_CHECKPOINTS,
     }
 
 

@@ -3,6 +3,7 @@
 Needs a running cluster with accounting (sacct): `scripts/slurm_local.sh start` makes a one-node
 one on this machine; `.ci/run` does that. Without one every test here is skipped with the reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ from clipcl_runner.tracking import read_offline_run
 REPO = Path(__file__).resolve().parent.parent
 # Minutes of real SLURM jobs: outside the default suite; `make test-slow` (and CI) runs them.
 pytestmark = pytest.mark.slow
-SWEEP_TIMEOUT_S = 900   # three 2-stage jobs of the test preset share 2 cores: ~3-5 min
+SWEEP_TIMEOUT_S = 900  # three 2-stage jobs of the test preset share 2 cores: ~3-5 min
 CANCEL_EXIT_TIMEOUT_S = 240  # submitit polls sacct every few seconds to a minute
 USABLE_NODE_STATES = ("idle", "mix", "alloc", "completing")
 
@@ -58,10 +59,18 @@ def slurm_cluster() -> None:
 
 def _sweep_command(sweep_dir: Path, job_name: str, *overrides: str) -> list[str]:
     return [
-        sys.executable, "-m", "clipcl_runner.cli", "-m",
-        "experiment=synthetic_test", "trainer.progress=false", "logger=wandb",
-        "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", f"hydra.launcher.name={job_name}",
-        f"hydra.sweep.dir={sweep_dir}", f"paths.output_dir={sweep_dir}",
+        sys.executable,
+        "-m",
+        "clipcl_runner.cli",
+        "-m",
+        "experiment=synthetic_test",
+        "trainer.progress=false",
+        "logger=wandb",
+        "hydra/launcher=slurm",
+        "hydra.launcher.cpus_per_task=1",
+        f"hydra.launcher.name={job_name}",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.output_dir={sweep_dir}",
         *overrides,
     ]
 
@@ -102,8 +111,9 @@ def test_slurm_sweep_runs_three_jobs(slurm_cluster, pretrained_test_clip, tmp_pa
 
 def _array_tasks(job_name: str) -> dict[str, str]:
     """{array task id (e.g. '12_0'): state} of the jobs called job_name."""
-    out = subprocess.run(["squeue", "-h", "-r", "-n", job_name, "-o", "%i %T"],
-                         capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-n", job_name, "-o", "%i %T"], capture_output=True, text=True, timeout=10
+    ).stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
@@ -159,8 +169,9 @@ def test_slurm_preempted_job_is_requeued_and_resumes_exactly(slurm_cluster, pret
     job_name = f"clipcl-test-{uuid.uuid4().hex[:8]}"
     log_path = tmp_path / "hydra.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(_sweep_command(sweep_dir, job_name, *overrides), cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            _sweep_command(sweep_dir, job_name, *overrides), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 300
         while True:  # wait until stage 1 is evaluated: the job is then training stage 2
