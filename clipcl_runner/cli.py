@@ -12,14 +12,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config_checks import ConfigError, config_diff, identity, validate
 from . import run_names  # registers ${clipcl.sweep_name:} (the sweep folder) before Hydra resolves it
+from .config_checks import ConfigError, config_diff, identity, validate
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 USER_ERROR_EXIT = 2
@@ -100,7 +101,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def refuse(message: str) -> None:
+def refuse(message: str) -> NoReturn:
     print(f"clipcl: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(USER_ERROR_EXIT)
 

@@ -249,9 +249,8 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire() if self.fd is None else self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.release()
-        return False
 
 
 # -- refusals (shared by clipcl's fast pre-check and the runner's check under the lock) ---------

@@ -138,7 +138,7 @@ def write_aircraft(root: Path) -> None:
     image_id = 1000000
     for split, per_class in (("train", 3), ("test", 2), ("val", 1)):
         lines = []
-        for c, variant in enumerate(AIRCRAFT):
+        for variant in AIRCRAFT:
             for _ in range(per_class):
                 image_id += 1
                 write_image(data / "images" / f"{image_id}.jpg", image_id)

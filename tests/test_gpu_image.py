@@ -97,7 +97,7 @@ def script(*args: str, env: dict[str, str], timeout: int = 1200) -> subprocess.C
 @pytest.fixture(scope="module")
 def image_and_wheels(tmp_path_factory):
     python = simulated_image()
-    code = "import importlib.util as u; print([m for m in %r if u.find_spec(m)])" % (NOT_IN_IMAGE,)
+    code = f"import importlib.util as u; print([m for m in {NOT_IN_IMAGE!r} if u.find_spec(m)])"
     present = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout
     assert present.strip() == "[]", f"the simulated GPU image is not bare: {present}"
     wheels = tmp_path_factory.mktemp("gpu_wheels")

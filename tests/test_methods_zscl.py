@@ -242,7 +242,7 @@ def test_zscl_weight_ensemble_is_the_running_average_it_claims():
     method.end_stage(run)
     assert method.average.count == 4
     params = dict(run.model.named_parameters())
-    for name, first in snapshots[0].items():
+    for name in snapshots[0]:
         expected = torch.stack([s[name] for s in snapshots]).mean(0)
         assert torch.allclose(params[name], expected, atol=1e-6), name
     assert any(not torch.allclose(params[name], last[name]) for name in last)  # not simply the last weights

@@ -161,8 +161,9 @@ def test_slurm_preempted_job_is_requeued_and_resumes_exactly(slurm_cluster, pret
     resumes from its run folder and ends with exactly the metrics of an uninterrupted run."""
     import json
 
-    from clipcl_runner.runner import run
     from conftest import TEST_PRESET, compose_config
+
+    from clipcl_runner.runner import run
 
     overrides = ("method=vr_lwf", "tasks.num_stages=2", "tasks.epochs=6", "trainer.threads=1")
     sweep_dir = tmp_path / "sweep"

@@ -42,7 +42,9 @@ def test_after_step_follows_every_optimiser_and_scheduler_step():
         return method.optimizer
 
     # lr factor 1 / (k + 1) after k scheduler steps: the hook must see the schedule already stepped
-    scheduler = lambda opt, total_steps: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 / (k + 1))
+    def scheduler(opt, total_steps):
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 / (k + 1))
+
     training = StageTraining(
         run, method, parameters, optimizer, scheduler, TrainSettings(batch_size=4, progress=False), 0
     )
