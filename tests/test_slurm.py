@@ -99,7 +99,11 @@ def test_slurm_sweep_runs_three_jobs(slurm_cluster, pretrained_test_clip, tmp_pa
         _cancel_all(job_name)
     assert proc.returncode == 0, f"sweep failed:\n{proc.stderr[-4000:]}\n{_job_logs(sweep_dir)}"
 
-    job_dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # the sweep ends with its report (<sweep>/report/, written by the sweep-end callback) beside the jobs
+    assert (sweep_dir / "report" / "report.md").is_file(), f"no sweep report\n{proc.stdout[-2000:]}"
+    job_dirs = sorted(
+        p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "report"
+    )
     assert [p.name.split("_", 1)[1] for p in job_dirs] == ["finetune_s0", "lwf_s0", "vr_lwf_s0"]
     run_ids = []
     for job_dir in job_dirs:
