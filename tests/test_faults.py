@@ -356,7 +356,8 @@ def test_checkpoints_hold_only_safe_types(pretrained_test_clip, tmp_path):
     from test_e2e import run_preset
 
     run_dir = tmp_path / "run"
-    run_preset(run_dir, "method=zscl", "tasks.num_stages=1", "tasks.epochs=1")
+    # keep_checkpoints=last: a finished run keeps its stage-end checkpoint (the default drops it)
+    run_preset(run_dir, "method=zscl", "tasks.num_stages=1", "tasks.epochs=1", "trainer.keep_checkpoints=last")
     state = checkpoint.load(run_dir)  # weights_only=True
     assert state["config"]["method"]["name"] == "zscl" and state["rows"] and state["method"]["average"]
 
