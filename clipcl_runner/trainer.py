@@ -260,18 +260,9 @@ class StageTraining:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimiser step; returns the detached loss terms (device tensors: no host sync here)."""
         run, settings = self.run_context, self.settings
-        images = images.to(run.device, non_blocking=True)
-        if settings.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = self.image_layout(images.to(run.device, non_blocking=True))
         labels = labels.to(run.device, non_blocking=True)
-        auxiliary = {name: stream.next(run.device) for name, stream in self.streams.items()}
-        if settings.channels_last:
-            auxiliary = {
-                name: batch.contiguous(memory_format=torch.channels_last)
-                if torch.is_tensor(batch) and batch.dim() == 4
-                else batch
-                for name, batch in auxiliary.items()
-            }
+        auxiliary = {name: self.image_layout(stream.next(run.device)) for name, stream in self.streams.items()}
         with autocast(settings.precision, run.device):
             loss, terms = self.loss(images, labels, **auxiliary)
         self.optimizer.zero_grad(set_to_none=True)
@@ -286,6 +277,12 @@ class StageTraining:
         if settings.clamp_logit_scale:
             clamp_logit_scale(run.model)
         return {key: value.detach().float() for key, value in terms.items()} | {"loss": loss.detach().float()}
+
+    def image_layout(self, batch):
+        """NHWC for image batches under ``trainer.channels_last`` (the model was converted by the runner)."""
+        if self.settings.channels_last and torch.is_tensor(batch) and batch.dim() == 4:
+            return batch.contiguous(memory_format=torch.channels_last)
+        return batch
 
     def scaler_step(self) -> None:
         """The optimiser step through the grad scaler, counting the steps it skips (on the device: no host sync)."""

@@ -88,8 +88,13 @@ class StageTeacher:
         super().end_stage(run)
 
     def teacher_image_features(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.teacher.encode_image(images, normalize=True)
+        return frozen_image_features(self.teacher, images)
+
+
+def frozen_image_features(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A frozen teacher's normalised image features, without a graph."""
+    with torch.no_grad():
+        return teacher.encode_image(images, normalize=True)
 
 
 # -- losses ---------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from ..auxiliary import Auxiliary, draw_batch
 from ..data.reference import ReferenceSet
 from ..text_encoding import encode_frozen, encode_text, used_length
 from .base import Method, RunContext
-from .distill import frozen_copy, image_text_distillation
+from .distill import frozen_copy, frozen_image_features, image_text_distillation
 from .weights import RunningAverage, load_parameters_, trainable_snapshot, with_parameters
 
 log = logging.getLogger(__name__)
@@ -178,8 +178,7 @@ class ZSCL(Method):
             student_texts = encode_text(run.model, tokens.to(run.device), length=self.reference_length)
         else:
             student_texts = teacher_texts
-        with torch.no_grad():
-            teacher_images = self.teacher.encode_image(images, normalize=True)
+        teacher_images = frozen_image_features(self.teacher, images)
         student_images = run.model.encode_image(images, normalize=True)
         return image_text_distillation(
             student_images,
