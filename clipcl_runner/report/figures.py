@@ -180,17 +180,7 @@ def comparison_figure(
         ax_trade.set_title("small: one run; large: mean ± std over seeds", fontsize=10)
         ax_trade.margins(x=0.12, y=0.12)
     else:
-        ax_trade.text(
-            0.5,
-            0.5,
-            f"no {x_metric} / {y_metric} in the summaries",
-            ha="center",
-            va="center",
-            transform=ax_trade.transAxes,
-            color="#666666",
-        )
-        ax_trade.set_xticks([])
-        ax_trade.set_yticks([])
+        _empty_panel(ax_trade, f"no {x_metric} / {y_metric} in the summaries")
 
     # a metric over stages
     stage_names: dict[int, str] = {}
@@ -223,17 +213,7 @@ def comparison_figure(
         ax_probe.set_ylabel(f"{_label(probe_metric)} (%)")
         ax_probe.set_title(f"{_label(probe_metric)} over stages (mean over seeds, band: min–max)", fontsize=10)
     else:
-        ax_probe.text(
-            0.5,
-            0.5,
-            f"no {_label(probe_metric) if probe_metric else 'probe'} in metrics.jsonl",
-            ha="center",
-            va="center",
-            transform=ax_probe.transAxes,
-            color="#666666",
-        )
-        ax_probe.set_xticks([])
-        ax_probe.set_yticks([])
+        _empty_panel(ax_probe, f"no {_label(probe_metric) if probe_metric else 'probe'} in metrics.jsonl")
     for ax in (ax_trade, ax_probe):
         ax.grid(True, alpha=0.3)
         ax.spines["top"].set_visible(False)
@@ -348,3 +328,10 @@ def write_group_matrices(runs: pd.DataFrame, out: Path) -> tuple[list[Path], lis
         if mean.attrs["skipped"]:
             lines.append("")
     return files, lines
+
+
+def _empty_panel(ax, message: str) -> None:
+    """A panel with nothing to plot says so in its middle, without axes ticks."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666666")
+    ax.set_xticks([])
+    ax.set_yticks([])
