@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -15,6 +16,26 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = str(REPO / "conf")
 # The pretrained test-preset CLIP is cached here across test sessions (a clean clone pretrains once).
 CACHE = Path(os.environ.get("CLIPCL_TEST_CACHE", REPO / ".cache"))
+# torch's CPU thread count is process-global and changes float summation order: a run inside the test
+# process must use the same count as a `clipcl` subprocess it is compared with (torch's default).
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Every test starts and ends with the thread count it found (an in-process run may set trainer.threads)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tensors this small only make threads contend (10x slower on a busy 2-core machine); the module's
+    tests run on one thread, and the next module starts from torch's default again."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(DEFAULT_THREADS)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -25,7 +25,7 @@ from clipcl_runner.data.folders import (
 from clipcl_runner.data.karpathy import coco_retrieval_probe, flickr30k_retrieval_probe, karpathy_retrieval_probe
 from clipcl_runner.data.stages import ClassificationProbe, RetrievalProbe
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -32,7 +32,7 @@ from clipcl_runner.data.vision_datasets import (
     random_split_indices,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parent.parent
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 TASK_CONFIGS = [

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from conftest import tiny_run
 from torch import nn
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = torch.tensor([0, 1, 0, 1])
 VOCABULARY = ["red cube", "blue sphere", "a tall tree", "small green boat", "an old lamp", "quiet river"]

@@ -37,7 +37,7 @@ from clipcl_runner.methods.zscl_lwf import ZSCLLwF
 from clipcl_runner.trainer import StageTraining, TrainSettings
 from clipcl_runner.zscl_loop import batches_per_epoch, zscl_cosine
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 LABELS = torch.tensor([0, 1, 0, 1])
 

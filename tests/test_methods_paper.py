@@ -16,7 +16,7 @@ from clipcl_runner.methods.imm import MeanIMM
 from clipcl_runner.methods.rkr import RKR, RectifiedLinear, RectifiedMultiheadAttention, Rectifier
 from clipcl_runner.models import tower_of
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = torch.tensor([0, 1, 0, 1])
 

@@ -23,7 +23,7 @@ from clipcl_runner.methods.zscl import ZSCL
 from clipcl_runner.models import tower_of
 from clipcl_runner.trainer import StageTraining, TrainSettings
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = torch.tensor([0, 1, 0, 1])
 SETTINGS = TrainSettings(batch_size=4, progress=False)

@@ -95,7 +95,7 @@ def paper_data(tmp_path_factory) -> dict:
 
 
 def run_paper(tmp_path: Path, paper_data: dict, experiment: str, *overrides: str) -> Path:
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # restored after the test (conftest.torch_threads_restored)
     cfg = compose_config(
         f"experiment={experiment}",
         "model=open_clip",

@@ -29,7 +29,7 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def run_experiment(tmp_path: Path, data_root: Path, experiment: str, *overrides: str) -> Path:
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # restored after the test (conftest.torch_threads_restored)
     cfg = compose_config(
         f"experiment={experiment}",
         *TINY_MODEL,
