@@ -7,7 +7,8 @@ missing credentials or ``mode="disabled"`` never loses anything:
     run_dir/<name>.csv, <name>.png accuracy matrix and its heatmap
     run_dir/summary.json           final summary (sorted keys, NaN -> null)
     run_dir/wandb_run_id.txt       W&B run id, reused when a run resumes
-    run_dir/wandb_logged.json      which rows that W&B run holds (a resume re-logs the missing ones)
+    run_dir/wandb_logged.json      which rows and last train step that W&B run holds (a resume re-logs
+                                   the missing rows and skips the curve points it already has)
     run_dir/wandb/offline-run-*/   the W&B offline log (mode="offline", the default)
 
 W&B plots the evaluation rows against ``stage`` (0 = before the first stage), and with them, at
@@ -211,6 +212,7 @@ class RunTracker:
         )
         self._wandb_pending = self.mode != "disabled"
         self._ledger: list[list] = []  # rows (stage, name) the W&B run holds
+        self._train_step: int | None = None  # the last train/step the W&B run holds
         if self._wandb_pending and not resume:
             self._start_wandb()
         # A resuming tracker starts W&B in ``restore`` (once it knows the checkpoint's rows) or at the first log.
@@ -250,14 +252,23 @@ class RunTracker:
         _atomic_write_text(self.run_dir / LEDGER_FILE, json.dumps({"run_id": run_id, "rows": []}) + "\n")
         return run_id
 
-    def _read_ledger(self) -> tuple[str | None, list[list]]:
-        """(W&B run id, rows it holds) as recorded in the run folder; an unreadable ledger holds nothing."""
+    def _read_ledger_file(self) -> dict:
         try:
-            ledger = run_folder.read_json(self.run_dir / LEDGER_FILE, default={}) or {}
+            return run_folder.read_json(self.run_dir / LEDGER_FILE, default={}) or {}
         except run_folder.RunFolderError as error:
             log.warning("%s; treating the W&B run as empty", error)
-            ledger = {}
+            return {}
+
+    def _read_ledger(self) -> tuple[str | None, list[list]]:
+        """(W&B run id, rows it holds) as recorded in the run folder; an unreadable ledger holds nothing."""
+        ledger = self._read_ledger_file()
         return ledger.get("run_id"), [list(key) for key in ledger.get("rows", [])]
+
+    def _write_ledger(self) -> None:
+        ledger = {"run_id": self.run_id, "rows": self._ledger}
+        if self._train_step is not None:
+            ledger["train_step"] = self._train_step
+        self._wb("ledger", lambda: _atomic_write_text(self.run_dir / LEDGER_FILE, json.dumps(ledger) + "\n"))
 
     def _init_wandb(
         self,
@@ -274,8 +285,12 @@ class RunTracker:
         new_run: bool = False,
     ) -> None:
         self.run_id = self._run_id_for_init(new_run)
-        ledger_id, ledger_rows = self._read_ledger()
-        self._ledger = ledger_rows if ledger_id == self.run_id else []
+        ledger = self._read_ledger_file()
+        same_run = ledger.get("run_id") == self.run_id
+        self._ledger = [list(key) for key in ledger.get("rows", [])] if same_run else []
+        # The last training-curve step this W&B run holds: a resume from a mid-stage checkpoint
+        # recomputes the steps after the checkpoint, and W&B must get each of them once.
+        self._train_step = ledger.get("train_step") if same_run else None
         try:
             import wandb
         except Exception as exc:  # noqa: BLE001 - any import problem means "local files only"
@@ -424,12 +439,7 @@ class RunTracker:
         # Recorded before logging: a kill in between makes the next resume start a new W&B run
         # rather than log this row twice.
         self._ledger.append(_row_key(wb_row))
-        self._wb(
-            "ledger",
-            lambda: _atomic_write_text(
-                self.run_dir / LEDGER_FILE, json.dumps({"run_id": self.run_id, "rows": self._ledger}) + "\n"
-            ),
-        )
+        self._write_ledger()
         self._wb("log", lambda: self.run.log(wb_row))
 
     def log_eval(self, row: Mapping[str, Any]) -> None:
@@ -450,11 +460,17 @@ class RunTracker:
 
     def log_train(self, step: int, values: Mapping[str, Any]) -> None:
         """Training curves, W&B only: ``values`` (e.g. ``{"loss": 0.7, "lr": 1e-4}``) logged as
-        ``step/<key>`` against ``train/step`` = ``step`` (optimiser steps since the run started)."""
+        ``step/<key>`` against ``train/step`` = ``step`` (optimiser steps since the run started).
+        A step at or below the last one this W&B run holds (``wandb_logged.json``) is skipped: after a
+        resume from a mid-stage checkpoint the curve goes on from where the W&B run stopped, each
+        point once."""
         if self._wandb_pending:
             self._start_wandb()
-        if not self.wandb_active:
+        if not self.wandb_active or (self._train_step is not None and int(step) <= self._train_step):
             return
+        # Recorded before logging, like the rows: a kill in between loses a point, never doubles one.
+        self._train_step = int(step)
+        self._write_ledger()
         payload = {TRAIN_STEP: int(step)}
         payload.update(
             {TRAIN_PREFIX + str(key): value for key, value in to_jsonable(dict(values), nan_to_none=False).items()}

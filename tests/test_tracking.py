@@ -427,3 +427,42 @@ def test_offline_history_includes_an_attempt_started_in_the_same_second(tmp_path
     first.rename(first.with_name(first.name + "-1"))
     assert _history_by_stage({"history": tracking.read_offline_history(run_dir)}, "task/T1/acc") == {0: 10.0}
     assert _wandb_run_id(_Path(first.name + "-1")) == tracker.run_id
+
+
+def test_training_curve_points_are_logged_once_across_a_mid_stage_resume(tmp_path):
+    """Killed after logging steps 10..30 with its checkpoint at step 10: the resumed job recomputes
+    steps 20 and 30 (same values, exact resume) and W&B must hold each step once, in order."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with RunTracker(run_dir, config={}, mode="offline") as tracker:
+            tracker.log_eval(ROWS[0])
+            for step in (10, 20, 30):
+                tracker.log_train(step, {"loss": 1.0 / step})
+            raise RuntimeError("killed")
+    assert json.loads((run_dir / "wandb_logged.json").read_text())["train_step"] == 30
+    with RunTracker(run_dir, config={}, mode="offline", resume=True) as tracker:
+        tracker.restore(ROWS[:1])
+        for step in (20, 30, 40):  # the checkpoint was at step 10
+            tracker.log_train(step, {"loss": 1.0 / step})
+        tracker.log_eval(ROWS[1])
+    history = tracking.read_offline_history(run_dir)
+    curve = [(h["train/step"], h["step/loss"]) for h in history if "step/loss" in h]
+    assert curve == [(10, 0.1), (20, 0.05), (30, 1.0 / 30), (40, 0.025)]
+    assert _history_by_stage({"history": history}, "task/T1/acc") == {0: 10.0, 1: 80.25}
+
+
+def test_a_new_wandb_run_after_a_resume_gets_the_whole_curve(tmp_path):
+    """A resume that must start a new W&B run (it holds a row evaluated after the checkpoint) logs the
+    curve from the checkpoint on into that run: the old run's last step does not hide points."""
+    run_dir = tmp_path / "run"
+    with RunTracker(run_dir, config={}, mode="offline") as tracker:
+        tracker.log_eval(ROWS[0])
+        tracker.log_train(10, {"loss": 0.5})
+        tracker.log_eval(ROWS[1])
+    first = tracker.run_id
+    with RunTracker(run_dir, config={}, mode="offline", resume=True) as tracker:
+        tracker.restore(ROWS[:1])  # the checkpoint predates ROWS[1]
+        tracker.log_train(10, {"loss": 0.5})
+    assert tracker.run_id != first
+    curve = [h["train/step"] for h in tracking.read_offline_history(run_dir, tracker.run_id) if "step/loss" in h]
+    assert curve == [10]
