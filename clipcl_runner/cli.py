@@ -156,7 +156,13 @@ def run_main(cfg: DictConfig) -> dict | None:
         print(f"clipcl: interrupted; the run folder {run_dir} keeps its last checkpoint.", file=sys.stderr)
         raise SystemExit(130) from None
     except user_error_types() as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # fails this job only (one line + its log, sweep_report); an exit would end the sweep
         refuse(str(error))
+    finally:
+        from .console import drop_rank_folder
+
+        drop_rank_folder(run_dir)  # torchrun/srun: a rank's own (empty) folder, not the run's
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

@@ -209,12 +209,20 @@ def validate(cfg: DictConfig, task_overrides: Iterable[str] = (), choices: Mappi
 # -- run folder names -------------------------------------------------------------------------
 def unique_suffix() -> str:
     """A run folder name's last part: the SLURM job (and array task) id inside a job, else 6 random
-    hex digits, so two runs started in the same second never share a folder."""
+    hex digits, so two runs started in the same second never share a folder. Under torchrun every
+    rank composes its own config: the suffix then comes from the launch (TORCHELASTIC_RUN_ID, the same
+    on every rank, and the rendezvous address), so that all ranks name the same folder."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     if job:
         return f"j{job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
     if os.environ.get("SLURM_JOB_ID"):
         return f"j{os.environ['SLURM_JOB_ID']}"
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        import hashlib
+
+        # the run id is a fresh uuid per launch, or the user's --rdzv_id ("none" by default in older torch)
+        launch = "|".join(os.environ.get(key, "") for key in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT"))
+        return "t" + hashlib.sha1(launch.encode()).hexdigest()[:6]
     return os.urandom(3).hex()
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .console import environment_world
+
 log = logging.getLogger(__name__)
 
 
@@ -37,12 +39,8 @@ class World:
 
 
 def _from_environment() -> World:
-    env = os.environ
-    if int(env.get("WORLD_SIZE", "1")) > 1:  # torchrun
-        return World(int(env["RANK"]), int(env.get("LOCAL_RANK", "0")), int(env["WORLD_SIZE"]))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env and "MASTER_ADDR" in env:  # srun
-        return World(int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0")), int(env["SLURM_NTASKS"]))
-    return World()
+    # console.py reads the same environment to log on rank 0 alone, before torch is imported
+    return World(*environment_world())
 
 
 _world = World()

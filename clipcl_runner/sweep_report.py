@@ -10,9 +10,11 @@ from __future__ import annotations
 import atexit
 import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -65,6 +67,29 @@ def summarize_sweep(sweep_dir: Path, out=None) -> dict | None:
     return result
 
 
+class JobFailed(CompactHydraException):
+    """What Hydra's sweeper raises for a failed job once its traceback is in the job's log: Hydra prints
+    a compact exception's message alone."""
+
+
+def failure_line(config: DictConfig, error: Any, run_dir: Path | None) -> str:
+    """``clipcl: job 3 (method=lwf seed=1) failed: ValueError: <first line> (log: <file>)``."""
+    overrides = " ".join(str(o) for o in config.hydra.get("overrides", {}).get("task", []) or [])
+    first = str(error).splitlines()[0] if str(error) else ""
+    where = _log_hint(run_dir) if run_dir else ""
+    label = f" ({overrides})" if overrides else ""
+    return f"clipcl: job {config.hydra.job.get('num', '?')}{label} failed: {type(error).__name__}: {first}{where}"
+
+
+def _append_traceback(log_file: Path, error: BaseException) -> None:
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("a", encoding="utf-8") as out:
+            out.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    except OSError:  # the console line still names the error
+        pass
+
+
 class SweepReport(Callback):
     """``hydra.callbacks.sweep_report``: the sweep's table when it ends; a failed job in one line."""
 
@@ -74,32 +99,40 @@ class SweepReport(Callback):
         self.reported = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A failed job makes Hydra's sweeper raise before ``on_multirun_end``: the table then comes at exit."""
+        """A failed job makes Hydra's sweeper raise (once every job of the batch has ended) before
+        ``on_multirun_end``: the table then comes at exit."""
         if self.enabled:
             self.sweep_dir = Path(str(config.hydra.sweep.dir))
             atexit.register(self.at_exit)
+            try:  # now: at exit, after threading's shutdown, pandas can no longer be imported
+                from . import report  # noqa: F401
+            except ImportError:  # summarize_sweep says so in one line
+                pass
 
     def at_exit(self) -> None:
         if self.reported or self.sweep_dir is None or not self.sweep_dir.is_dir():
             return
         self.reported = True
-        print("\nthe sweep stopped early: a job failed (its log is named below)", flush=True)
+        print("\njobs of the sweep failed (each log is named below)", flush=True)
         summarize_sweep(self.sweep_dir)
         sys.stdout.flush()
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """Runs where the job ran (this process, a joblib worker, a submitit job): the traceback goes to the
+        job's log file, the console gets one line, and the error Hydra's sweeper raises at the end becomes a
+        message (no traceback; ``clipcl -m`` still exits 1)."""
         status = getattr(getattr(job_return, "status", None), "name", "")
         if not self.enabled or status != "FAILED":
             return
         error = getattr(job_return, "_return_value", None)
         run_dir = Path(str(config.hydra.runtime.output_dir)) if "runtime" in config.hydra else None
-        where = _log_hint(run_dir) if run_dir else ""
-        first = str(error).splitlines()[0] if str(error) else ""
-        print(
-            f"clipcl: job {config.hydra.job.get('num', '?')} failed: {type(error).__name__}: {first}{where}",
-            file=sys.stderr,
-            flush=True,
-        )
+        if run_dir is not None and isinstance(error, BaseException):
+            _append_traceback(run_dir / f"{config.hydra.job.get('name', 'clipcl')}.log", error)
+        print(failure_line(config, error, run_dir), file=sys.stderr, flush=True)
+        if isinstance(error, Exception) and not isinstance(error, JobFailed):
+            job_return._return_value = JobFailed(
+                "the sweep has failed jobs (each named above with its log file); its report follows"
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.enabled and not self.reported:

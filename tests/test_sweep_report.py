@@ -37,15 +37,25 @@ def test_sweep_without_finished_runs_is_one_line_not_an_error(tmp_path):
 
 def test_a_failed_job_is_one_line_with_its_log(tmp_path, capsys):
     (tmp_path / "cli.log").write_text("x")
-    config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}, "job": {"num": 3}}})
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "runtime": {"output_dir": str(tmp_path)},
+                "job": {"num": 3, "name": "cli"},
+                "overrides": {"task": ["method=lwf", "seed=1"]},
+            }
+        }
+    )
     failed = SimpleNamespace(
         status=SimpleNamespace(name="FAILED"), _return_value=FloatingPointError("loss is nan\nmore")
     )
     SweepReport().on_job_end(config, failed)
     assert (
         capsys.readouterr().err
-        == f"clipcl: job 3 failed: FloatingPointError: loss is nan (log: {tmp_path / 'cli.log'})\n"
+        == f"clipcl: job 3 (method=lwf seed=1) failed: FloatingPointError: loss is nan (log: {tmp_path / 'cli.log'})\n"
     )
+    assert "FloatingPointError: loss is nan" in (tmp_path / "cli.log").read_text()  # the traceback's place
+    assert type(failed._return_value).__name__ == "JobFailed"  # what the sweeper raises: a message
     SweepReport().on_job_end(config, SimpleNamespace(status=SimpleNamespace(name="COMPLETED")))
     assert capsys.readouterr().err == ""
 
@@ -62,7 +72,7 @@ def test_a_sweep_stopped_by_a_failed_job_still_ends_with_the_table(tmp_path, cap
     assert registered == [callback.at_exit]
     callback.at_exit()  # Hydra raised (a job failed): on_multirun_end never came
     out = capsys.readouterr().out
-    assert "the sweep stopped early" in out and "| finetune | (default) |" in out
+    assert "jobs of the sweep failed" in out and "| finetune | (default) |" in out
     callback.on_multirun_end(config)  # reported once only
     callback.at_exit()
     assert capsys.readouterr().out == ""
