@@ -81,11 +81,12 @@ def failure_line(config: DictConfig, error: Any, run_dir: Path | None) -> str:
     return f"clipcl: job {config.hydra.job.get('num', '?')}{label} failed: {type(error).__name__}: {first}{where}"
 
 
-def _append_traceback(log_file: Path, error: BaseException) -> None:
+def _append_traceback(log_file: Path, error: BaseException, line: str) -> None:
+    """The traceback, then the failure line (what sweep_status reads as "failed")."""
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a", encoding="utf-8") as out:
-            out.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+            out.write("".join(traceback.format_exception(type(error), error, error.__traceback__)) + line + "\n")
     except OSError:  # the console line still names the error
         pass
 
@@ -97,6 +98,7 @@ class SweepReport(Callback):
         self.enabled = enabled
         self.sweep_dir: Path | None = None
         self.reported = False
+        self.status: Any = None  # sweep_status.SweepStatus under the submitit launchers
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A failed job makes Hydra's sweeper raise (once every job of the batch has ended) before
@@ -108,11 +110,27 @@ class SweepReport(Callback):
                 from . import report  # noqa: F401
             except ImportError:  # summarize_sweep says so in one line
                 pass
+            from . import sweep_status
+
+            try:
+                self.status = sweep_status.start_for(config)
+            except Exception as error:  # noqa: BLE001 - status lines are a view; the sweep goes on without
+                print(f"clipcl: no job status lines ({type(error).__name__}: {error})", file=sys.stderr)
+
+    def __getstate__(self) -> dict:
+        """submitit pickles Hydra's callbacks into every job: the watcher (a thread) stays here."""
+        return {**self.__dict__, "status": None}
+
+    def stop_status(self) -> None:
+        if self.status is not None:
+            status, self.status = self.status, None
+            status.stop()
 
     def at_exit(self) -> None:
         if self.reported or self.sweep_dir is None or not self.sweep_dir.is_dir():
             return
         self.reported = True
+        self.stop_status()
         print("\njobs of the sweep failed (each log is named below)", flush=True)
         summarize_sweep(self.sweep_dir)
         sys.stdout.flush()
@@ -126,9 +144,10 @@ class SweepReport(Callback):
             return
         error = getattr(job_return, "_return_value", None)
         run_dir = Path(str(config.hydra.runtime.output_dir)) if "runtime" in config.hydra else None
+        line = failure_line(config, error, run_dir)
         if run_dir is not None and isinstance(error, BaseException):
-            _append_traceback(run_dir / f"{config.hydra.job.get('name', 'clipcl')}.log", error)
-        print(failure_line(config, error, run_dir), file=sys.stderr, flush=True)
+            _append_traceback(run_dir / f"{config.hydra.job.get('name', 'clipcl')}.log", error, line)
+        print(line, file=sys.stderr, flush=True)
         if isinstance(error, Exception) and not isinstance(error, JobFailed):
             job_return._return_value = JobFailed(
                 "the sweep has failed jobs (each named above with its log file); its report follows"
@@ -137,5 +156,6 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.enabled and not self.reported:
             self.reported = True
+            self.stop_status()
             summarize_sweep(Path(str(config.hydra.sweep.dir)))
             sys.stdout.flush()

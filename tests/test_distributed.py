@@ -74,3 +74,20 @@ def test_gathered_shards_come_back_in_order():
     assert list(distributed.shard(5)) == [0, 1, 2, 3, 4]  # one process: everything
     local = torch.arange(5.0).view(5, 1)
     assert torch.equal(distributed.gather_shards(local, 5), local)
+
+
+@pytest.mark.slow
+def test_torchrun_without_a_run_folder_makes_one_folder_and_logs_once(pretrained_test_clip, tmp_path):
+    """Both ranks compose the default folder name (conf/hydra/default.yaml): one folder, rank 0's lines once."""
+    import os
+
+    env = {**os.environ, "CLIPCL_OUTPUTS": str(tmp_path)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "clipcl_runner.cli", *SHORT, "tasks.num_stages=1"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1 and folders[0].name.split("_")[-1].startswith("t"), folders
+    assert (folders[0] / "summary.json").is_file()
+    assert done.stdout.count("[clipcl_runner.runner][INFO] - run folder") == 1, done.stdout[-3000:]
+    assert done.stdout.count("[clipcl_runner.runner][INFO] - summary:") == 1
