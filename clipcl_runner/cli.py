@@ -101,6 +101,18 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def user_error(error: BaseException) -> BaseException | None:
+    """The "fix your input" error behind ``error``: itself, or the cause Hydra's ``instantiate`` wrapped
+    (a model or dataset builder raising ``PretrainedWeightsMissing`` reaches us as InstantiationException)."""
+    types = user_error_types()
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, types):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
 def refuse(message: str) -> NoReturn:
     print(f"clipcl: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(USER_ERROR_EXIT)
@@ -155,10 +167,11 @@ def run_main(cfg: DictConfig) -> dict | None:
     except KeyboardInterrupt:  # Ctrl-C before training started (training itself checkpoints and exits)
         print(f"clipcl: interrupted; the run folder {run_dir} keeps its last checkpoint.", file=sys.stderr)
         raise SystemExit(130) from None
-    except user_error_types() as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # fails this job only (one line + its log, sweep_report); an exit would end the sweep
-        refuse(str(error))
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a sweep's job fails alone (one line + its log, sweep_report); an exit would end the sweep
+        refuse(str(cause))
     finally:
         from .console import drop_rank_folder
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,18 +72,54 @@ def _weights_hint(model_name: str, pretrained: str, cache_dir: str | None) -> st
 
 
 def _tag_is_cached(model_name: str, pretrained: str, cache_dir: str | None) -> bool:
-    cfg = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
-    hub = cfg.get("hf_hub", "")
-    if not hub:
+    located = _hub_file(model_name, pretrained)
+    if located is None:
         return False
     from huggingface_hub import try_to_load_from_cache
 
-    repo_id, filename = os.path.split(hub)
+    repo_id, filename = located
     for candidate in [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
         found = try_to_load_from_cache(repo_id, candidate, cache_dir=cache_dir)
         if isinstance(found, str):
             return True
     return False
+
+
+def _hub_file(model_name: str, pretrained: str) -> tuple[str, str] | None:
+    """(repo id, file name) of a tag's weights on the Hugging Face hub, the name empty where the tag
+    names a repository ("timm/vit_base_patch32_clip_224.openai/"); None for a tag served by URL."""
+    hub = (open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("hf_hub", "")
+    return os.path.split(hub) if hub else None
+
+
+def _hub_reachable(model_name: str, pretrained: str, timeout_s: float = 5.0) -> bool:
+    """One metadata request with a short timeout. Without it an offline machine would sit in the
+    hub's own retry loop (about a minute per file) before open_clip reports a download error."""
+    located = _hub_file(model_name, pretrained)
+    if located is None:
+        return True  # a URL download: open_clip fails fast on its own
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    repo_id, filename = located
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename or "open_clip_pytorch_model.bin"), timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - no network, DNS, proxy, 4xx/5xx: all mean "cannot fetch now"
+        return False
+    return True
+
+
+@contextmanager
+def hub_offline(enabled: bool) -> Iterator[None]:
+    """Hugging Face hub offline mode for one call. The hub reads ``HF_HUB_OFFLINE`` once, when it is
+    imported, so the environment variable cannot switch it later: its module flag is switched instead."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = previous or enabled
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
 
 
 def tag_quick_gelu(name: str, pretrained: str | None) -> bool | None:
@@ -160,19 +197,25 @@ def load_open_clip(
             f"with quick_gelu={str(trained_with).lower()}: leave model.quick_gelu=null."
         )
     wanted = trained_with if quick_gelu is None else bool(quick_gelu)
+    # Offline unless the user chose: cached weights load without a network call; absent weights are
+    # looked up once (a few seconds), not through the hub's minute of retries on an offline machine.
+    user_offline = os.environ.get("HF_HUB_OFFLINE")
+    cached = False
     if pretrained and not os.path.isfile(pretrained) and load_weights:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not allow_download
-        if offline and not _tag_is_cached(name, pretrained, cache_dir):
+        cached = _tag_is_cached(name, pretrained, cache_dir)
+        offline = (user_offline or "0").lower() not in ("0", "", "false") or not allow_download
+        if not cached and (offline or (user_offline is None and not _hub_reachable(name, pretrained))):
             raise PretrainedWeightsMissing(_weights_hint(name, pretrained, cache_dir))
     try:
-        model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
-            name,
-            pretrained=pretrained if load_weights else None,
-            cache_dir=cache_dir,
-            device=device,
-            force_quick_gelu=bool(wanted),
-        )
-    except RuntimeError as error:
+        with hub_offline(cached and user_offline is None):
+            model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(
+                name,
+                pretrained=pretrained if load_weights else None,
+                cache_dir=cache_dir,
+                device=device,
+                force_quick_gelu=bool(wanted),
+            )
+    except (RuntimeError, FileNotFoundError) as error:  # open_clip's download errors
         if pretrained and not os.path.isfile(pretrained):
             raise PretrainedWeightsMissing(_weights_hint(name, pretrained, cache_dir)) from error
         raise

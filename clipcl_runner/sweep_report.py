@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 
@@ -78,7 +79,8 @@ def failure_line(config: DictConfig, error: Any, run_dir: Path | None) -> str:
     first = str(error).splitlines()[0] if str(error) else ""
     where = _log_hint(run_dir) if run_dir else ""
     label = f" ({overrides})" if overrides else ""
-    return f"clipcl: job {config.hydra.job.get('num', '?')}{label} failed: {type(error).__name__}: {first}{where}"
+    job = "run" if config.hydra.get("mode") == RunMode.RUN else f"job {config.hydra.job.get('num', '?')}"
+    return f"clipcl: {job}{label} failed: {type(error).__name__}: {first}{where}"
 
 
 def _append_traceback(log_file: Path, error: BaseException, line: str) -> None:
@@ -149,8 +151,11 @@ class SweepReport(Callback):
             _append_traceback(run_dir / f"{config.hydra.job.get('name', 'clipcl')}.log", error, line)
         print(line, file=sys.stderr, flush=True)
         if isinstance(error, Exception) and not isinstance(error, JobFailed):
+            single = config.hydra.get("mode") == RunMode.RUN
             job_return._return_value = JobFailed(
-                "the sweep has failed jobs (each named above with its log file); its report follows"
+                "the run failed (named above with its log file, which holds the traceback)"
+                if single
+                else "the sweep has failed jobs (each named above with its log file); its report follows"
             )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

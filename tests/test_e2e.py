@@ -190,8 +190,9 @@ def test_pretrained_tag_without_cached_weights_says_what_to_fetch(tmp_path):
         f"paths.cache_dir={tmp_path / 'cache'}",
         timeout=300,
     )
-    assert result.returncode != 0
-    assert "Pretrained weights 'openai' for open_clip model 'ViT-B-32' are not cached" in result.stderr
+    assert result.returncode == 2, result.stderr[-3000:]  # a user error: the message, not Hydra's wrapper
+    assert "clipcl: error: Pretrained weights 'openai' for open_clip model 'ViT-B-32' are not cached" in result.stderr
+    assert "InstantiationException" not in result.stderr and "Traceback" not in result.stderr
     assert "open_clip_pytorch_model.bin" in result.stderr and "model.pretrained=/path/to/" in result.stderr
 
 

@@ -182,3 +182,16 @@ def test_a_failed_sweep_job_is_one_line_and_the_sweep_ends_with_its_report(pretr
         assert any(line.startswith("[1_finetune_s0] ") for line in runner_lines)
     else:
         assert all(line.startswith("[20") for line in runner_lines), runner_lines[:3]
+
+
+def test_a_failed_single_run_is_one_line_naming_the_run_not_a_sweep(pretrained_test_clip, tmp_path):
+    run_dir = tmp_path / "run"
+    single = [override.replace("=-1,0", "=-1") for override in FAILING_SWEEP]
+    done = run_cli(*single, f"hydra.run.dir={run_dir}")
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text[-3000:]
+    failed = [line for line in text.splitlines() if line.startswith("clipcl: ")]
+    assert failed and failed[0].startswith("clipcl: run (") and "failed: ValueError: Invalid weight_decay" in failed[0]
+    assert f"(log: {run_dir / 'cli.log'})" in failed[0]
+    assert "sweep" not in text and "Traceback" not in text
+    assert "Traceback (most recent call last)" in (run_dir / "cli.log").read_text()
