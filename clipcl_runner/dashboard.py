@@ -18,17 +18,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from . import metric_names
+
 # The CL summary series logged at each stage end (tracking.py: cl/<summary key>); the report's order.
-CL_SERIES = (
-    "cl/ut_acc",
-    "cl/bwt",
-    "cl/forgetting",
-    "cl/transfer",
-    "cl/avg",
-    "cl/last",
-    "cl/a_acc",
-    "cl/cil_avg",
-    "cl/cil_last",
+CL_SERIES = tuple(
+    metric_names.cl_series(key)
+    for key in ("ut_acc", "bwt", "forgetting", "transfer", "avg", "last", "a_acc", "cil_avg", "cil_last")
 )
 TRAIN_SERIES = ("step/loss", "step/lr")
 METHOD = "method.name"  # the config field runs are grouped by (one colour per method, mean over seeds)
@@ -67,9 +62,10 @@ def workspace_spec(
     plus each probe's change), the probes over stages, the final table, the matrices and the training curves."""
     summary_keys, row_keys = list(summary_keys), list(row_keys)
     known = set(summary_keys)
-    cl = [k for k in CL_SERIES if not known or k.removeprefix("cl/") in known]
-    deltas = [f"cl/{k}" for k in summary_keys if k.startswith("delta/")]
-    probes = [k for k in row_keys if k.startswith(("zs/", "ret/")) and "_r5" not in k and "_r10" not in k]
+    cl = [k for k in CL_SERIES if not known or k.removeprefix(metric_names.CL_SERIES) in known]
+    deltas = [metric_names.cl_series(k) for k in summary_keys if metric_names.is_delta(k)]
+    # retrieval at R@1 only (R@5 and R@10 follow it)
+    probes = [k for k in row_keys if metric_names.is_probe(k) and metric_names.recall_k(k) in (None, 1)]
 
     def lines(keys: Sequence[str], x: str = "stage") -> list[dict]:
         return [
@@ -78,7 +74,7 @@ def workspace_spec(
 
     columns = [f"config.{METHOD}", "config.preset", "config.task_sequence", "config.seed"]
     columns += [f"summary.{k}" for k in TABLE_SUMMARY if not known or k in known]
-    columns += [f"summary.{k}" for k in summary_keys if k.startswith("delta/")]
+    columns += [f"summary.{k}" for k in summary_keys if metric_names.is_delta(k)]
     return {
         "name": f"clipcl {group}",
         "project": project,

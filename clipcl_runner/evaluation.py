@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed
+from . import metric_names as names
 from .data.decoded import decoded
 from .data.stages import ClassificationProbe, RetrievalProbe, Stage
 from .precision import autocast, evaluation_precision
@@ -25,15 +26,16 @@ from .text_encoding import encode_text, used_length
 
 log = logging.getLogger(__name__)
 TASK_HEADS = ("stage", "seen", "all")
-CIL_METRIC = "cil/acc"  # with task_head=seen: accuracy on every seen class's test images (ZSCL's CIL acc_t)
-
-
-def task_metric(stage_name: str) -> str:
-    return f"task/{stage_name}/acc"
 
 
 class Evaluator:
-    """Runs every probe on a model and returns one flat dict of metrics (percentages)."""
+    """Runs every probe on a model and returns one flat dict of metrics (percentages).
+
+    A probe is ``eval.probes``' builders' output: a ``ClassificationProbe`` or ``RetrievalProbe``
+    (scored here), or any object with a ``dataset`` and a ``score(evaluator, model, features, labels)``
+    method returning ``{metric name: value}`` (a new probe kind; its names registered in
+    ``metric_names``, e.g. ``register_kind``). ``features``/``labels`` are the dataset's normalised
+    image features and labels; the evaluator's ``encode_texts`` and ``head`` are there to use."""
 
     def __init__(
         self,
@@ -160,24 +162,32 @@ class Evaluator:
             classnames, offset = self._task_classes(index, completed_stages)
             features, labels = features_of(stage.test)
             logits = features @ head_of(classnames, stage.eval_templates)
-            metrics[task_metric(stage.name)] = self.task_accuracy(logits, labels + offset)
+            metrics[names.task_acc(stage.name)] = self.task_accuracy(logits, labels + offset)
             if self.task_head == "seen" and index < max(completed_stages, 1):
                 seen_correct += float((logits.argmax(dim=1) == labels + offset).sum())
                 seen_count += len(labels)
         if seen_count:
-            metrics[CIL_METRIC] = 100.0 * seen_correct / seen_count
+            metrics[names.CIL_ACC] = 100.0 * seen_correct / seen_count
         for probe in self.probes:
             features, labels = features_of(probe.dataset)
             if isinstance(probe, ClassificationProbe):
                 targets = labels if probe.targets is None else probe.targets.to(self.device)
                 weights = head_of(probe.classnames, probe.templates)
-                metrics[f"zs/{probe.name}/acc"] = accuracy(features @ weights, targets)
-            else:
+                metrics[names.zero_shot_acc(probe.name)] = accuracy(features @ weights, targets)
+            elif isinstance(probe, RetrievalProbe):
                 text_features = self.encode_texts(model, probe.captions)
                 score = recall_at_k if probe.folds == 1 else folded_recall
                 kwargs = {"ties": self.retrieval_ties} | ({} if probe.folds == 1 else {"folds": probe.folds})
                 recalls = score(features, text_features, probe.text_to_image.to(self.device), **kwargs)
-                metrics.update({f"ret/{probe.name}/{key}": value for key, value in recalls.items()})
+                metrics.update({names.retrieval_of(probe.name, key): value for key, value in recalls.items()})
+            else:
+                metrics.update(probe.score(self, model, features, labels))
+        unregistered = names.unknown(list(metrics))
+        if unregistered:  # reaches metrics.jsonl only as a name every reader understands
+            raise ValueError(
+                f"probe metric(s) {unregistered} are of no metric kind: register the probe kind's names in "
+                "clipcl_runner/metric_names.py (an entry of KINDS, or metric_names.register_kind(...))."
+            )
         model.train(was_training)
         return metrics
 

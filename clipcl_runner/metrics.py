@@ -1,4 +1,6 @@
-"""Continual-learning summaries of an accuracy matrix (pure numpy).
+"""Continual-learning summaries of an accuracy matrix (pure numpy): the formulas.
+
+``run_summary`` turns a run's evaluation rows into the matrix and calls these.
 
 Convention (see docs/protocols.md, "Metrics of the paper" and ZSCL's
 metrics):
@@ -25,6 +27,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from . import metric_names as names
 
 __all__ = [
     "matrix_rows",
@@ -229,9 +233,9 @@ def summarize(
             out[key] = mtil[key]
     probe_zero_shot = probe_zero_shot or {}
     for name, value in (probes or {}).items():
-        if name in out or name.startswith("delta/"):
+        if name in out or names.is_delta(name):
             raise ValueError(f"probe name {name!r} clashes with a summary key")
         out[name] = float(value)
         if probe_zero_shot.get(name) is not None:
-            out[f"delta/{name}"] = float(value) - float(probe_zero_shot[name])
+            out[names.delta(name)] = float(value) - float(probe_zero_shot[name])
     return out

@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import metric_names
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
 log = logging.getLogger(__name__)
-DEFAULT_PROBE_PREFIXES = ("zs/", "ret/")
+# Line style of a probe kind's metrics over stages; any other kind (a new probe kind) is dotted.
+LINE_STYLES = {metric_names.ZERO_SHOT: "-", metric_names.RETRIEVAL: "--"}
 
 
 def _view(plot):
@@ -63,7 +66,7 @@ def _save(fig, path: Path) -> Path:
 def plot_matrix(matrix: pandas.DataFrame, path: Path | str, title: str = "") -> Path:
     """Heatmap of an accuracy matrix (rows: "zero-shot", "after T1", ...; columns: the
     stages' test sets) with the accuracy in % written in each cell; colours span 0-100.
-    ``matrix``: a DataFrame or the runner's ``results.AccuracyMatrix``."""
+    ``matrix``: a DataFrame or the runner's ``run_summary.AccuracyMatrix``."""
     import numpy as np
 
     values = matrix.to_numpy(dtype=float, na_value=np.nan)
@@ -120,19 +123,12 @@ def _cmap(name: str):
 def plot_probes(rows: list[dict], path: Path | str, metrics: Sequence[str] | None = None, title: str = "") -> Path:
     """Probe metrics over stages: x = evaluation (labelled by "stage_name", plus the
     epoch when a stage has several evaluations), one line per metric (default: every
-    numeric key starting with "zs/" or "ret/"), legend below the axes."""
+    numeric probe metric, ``metric_names.is_probe``), legend below the axes."""
     rows = sorted(
         (dict(r) for r in rows),
         key=lambda r: (r.get("stage", 0), -1 if r.get("epoch") is None else r.get("epoch")),
     )
-    if metrics is None:
-        seen: dict[str, None] = {}
-        for r in rows:
-            for k, v in r.items():
-                if k.startswith(DEFAULT_PROBE_PREFIXES) and _is_number(v):
-                    seen.setdefault(k, None)
-        metrics = list(seen)
-    metrics = list(metrics)
+    metrics = probe_metrics(rows) if metrics is None else list(metrics)
 
     stage_counts: dict = {}
     for r in rows:
@@ -154,7 +150,7 @@ def plot_probes(rows: list[dict], path: Path | str, metrics: Sequence[str] | Non
     markers = "osD^v<>pX*h"
     for i, m in enumerate(metrics):
         ys = [float(r[m]) * scale if _is_number(r.get(m)) else math.nan for r in rows]
-        style = "-" if m.startswith("zs/") else "--" if m.startswith("ret/") else ":"
+        style = LINE_STYLES.get(metric_names.kind_of(m) or "", ":") if metric_names.is_probe(m) else ":"
         ax.plot(
             x,
             ys,
@@ -189,6 +185,14 @@ def plot_probes(rows: list[dict], path: Path | str, metrics: Sequence[str] | Non
             loc="upper center", bbox_to_anchor=(0.5, -0.24 if rotate else -0.15), ncol=ncol, frameon=False, fontsize=8.5
         )
     return _save(fig, path)
+
+
+def probe_metrics(rows: list[dict]) -> list[str]:
+    """Every numeric probe metric of the rows (``metric_names.is_probe``), in order of first appearance."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.update((k, None) for k, v in r.items() if metric_names.is_probe(k) and _is_number(v))
+    return list(seen)
 
 
 def _is_number(v) -> bool:

@@ -36,10 +36,11 @@ finally:
     if _hide_wandb:
         del sys.modules["wandb"]
 # The rest is imported after open_clip (above, with wandb hidden), hence the noqa: E402 marks.
+from . import metric_names  # noqa: E402
 from .packing import packed_device, release_slots  # noqa: E402
 from .precision import resolve_device, resolve_precision  # noqa: E402
 from .preemption import StopRequest  # noqa: E402
-from .results import accuracy_matrix, run_summary, stage_end_rows  # noqa: E402
+from .run_summary import accuracy_matrix, run_summary, stage_end_rows  # noqa: E402
 from .tracking import RunTracker, SilentTracker  # noqa: E402
 from .trainer import LOG_EVERY, StageTraining, TrainSettings, set_train_mode  # noqa: E402
 
@@ -143,14 +144,14 @@ def prepare_run_folder(cfg: DictConfig, run_dir: Path, record: dict[str, str] | 
 
 
 def stage_series(rows: list[dict], stage_names: list[str], primary_zero_shot: str | None = None) -> dict:
-    """The run's CL summary so far (``results.run_summary`` of the rows up to now) as W&B series
+    """The run's CL summary so far (``run_summary.run_summary`` of the rows up to now) as W&B series
     ``cl/<key>``: UT-Acc, BWT, forgetting, Transfer, Avg, Last, A-Acc, CIL Avg/Last and each probe's
     ``delta/`` vs zero-shot (the probes' own values are already in the row)."""
     summary = run_summary(rows, stage_names, primary_zero_shot)
     return {
-        f"cl/{key}": value
+        metric_names.cl_series(key): value
         for key, value in summary.items()
-        if key != "stages" and ("/" not in key or key.startswith("delta/"))
+        if key != "stages" and (metric_names.is_scalar(key) or metric_names.is_delta(key))
     }
 
 
@@ -411,6 +412,13 @@ class StageLoop:
     def finish(self) -> dict:
         names = [stage.name for stage in self.stages]
         summary = run_summary(self.rows, names, self.cfg.eval.get("primary_zero_shot"))
+        # the eval protocol's choice for the report: its table's columns and its figure's metric over stages
+        summary[metric_names.HEADLINE] = [str(key) for key in self.cfg.eval.get("headline") or ()]
+        if self.cfg.eval.get("plot_metric"):  # none: the report picks one
+            summary[metric_names.PLOT_METRIC] = str(self.cfg.eval.plot_metric)
+        missing = [key for key in summary[metric_names.HEADLINE] if key not in summary]
+        if missing:  # e.g. a delta without the zero-shot row (eval.before_first_stage=false)
+            log.warning("eval.headline: %s not in this run's summary; the report leaves them out", missing)
         # which run: the W&B name (method-s<seed> and the run's swept options)
         title = f"accuracy matrix: {self.cfg.logger.get('name') or f'{self.method.name}-s{self.cfg.seed}'}"
         self.tracker.log_matrix(accuracy_matrix(stage_end_rows(self.rows), names), title=title)
@@ -423,7 +431,7 @@ class StageLoop:
             except OSError as error:  # a figure is a view of metrics.jsonl: never lose the summary over it
                 log.warning("could not write %s: %s", path, error)
         self.tracker.log_summary(summary)
-        log.info("summary: %s", _brief(summary, headline=("ut_acc", "bwt", "forgetting")))
+        log.info("summary: %s", _brief(summary, headline=summary.get(metric_names.HEADLINE) or DEFAULT_HEADLINE))
         if self.main and self.keep == "none":  # the summary is written: the run needs no checkpoint to resume
             checkpoint.discard(self.run_dir, checkpoint.STAGE_END)
             checkpoint.discard(self.run_dir, checkpoint.MID_STAGE)
@@ -497,8 +505,12 @@ class StageLoop:
         return 0, None
 
 
-def _brief(metrics: dict, headline: tuple[str, ...] = ()) -> str:
+DEFAULT_HEADLINE = ("ut_acc", "bwt", "forgetting")  # the summary line's first numbers without eval.headline
+
+
+def _brief(metrics: dict, headline: tuple[str, ...] | list[str] = ()) -> str:
     """The log line's numbers: the ``headline`` keys first, then every ``a/b`` metric but R@5, with 4
     significant digits (``train/lwf=0.0003`` shows a small but active loss term, 61.25 stays 61.25)."""
-    keys = [k for k in headline if k in metrics] + [k for k in metrics if "/" in k and "r5" not in k]
+    keys = list(dict.fromkeys(k for k in headline if k in metrics))
+    keys += [k for k in metrics if k not in keys and not metric_names.is_scalar(k) and metric_names.recall_k(k) != 5]
     return ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if isinstance(metrics[k], float))

@@ -39,7 +39,7 @@ CARRY_LIMIT = 64 * 2**20
 # -- fast: optional dependencies stay off the runner's path -------------------------------------------
 def test_runner_modules_import_without_pandas_matplotlib_scipy():
     code = (
-        "import sys, clipcl_runner.cli, clipcl_runner.runner, clipcl_runner.results, clipcl_runner.plots; "
+        "import sys, clipcl_runner.cli, clipcl_runner.runner, clipcl_runner.run_summary, clipcl_runner.plots; "
         "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout

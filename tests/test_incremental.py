@@ -8,9 +8,10 @@ import torch
 from conftest import tiny_run
 
 from clipcl_runner.data.stages import Stage, TensorImages, merged_stage
-from clipcl_runner.evaluation import CIL_METRIC, Evaluator
+from clipcl_runner.evaluation import Evaluator
 from clipcl_runner.methods.base import Method
-from clipcl_runner.results import run_summary
+from clipcl_runner.metric_names import CIL_ACC as CIL_METRIC
+from clipcl_runner.run_summary import run_summary
 
 
 def labelled(n: int, label_values) -> TensorImages:

@@ -211,7 +211,7 @@ def test_summarize_t1_and_no_probes():
 # -- the runner's accuracy matrix without pandas ------------------------------------------------------
 def test_accuracy_matrix_writes_the_csv_pandas_writes_and_reads_back():
     pd = pytest.importorskip("pandas")
-    from clipcl_runner.results import accuracy_matrix
+    from clipcl_runner.run_summary import accuracy_matrix
 
     rows = [
         {"stage": 0, "stage_name": "zero-shot", "task/T1/acc": 50.0, "task/T2/acc": 100 / 3},

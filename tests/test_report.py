@@ -505,7 +505,21 @@ def test_mean_matrices_and_heatmaps(tmp_path):
 
 
 def test_file_safe_group_label():
-    assert report._file_safe("lwf (alpha=0.5, lr=1e-5)") == "lwf_alpha=0.5_lr=1e-5"
+    assert report._file_safe("lwf (alpha=0.5, lr=1e-5)") == "lwf_alpha-0_5_lr-1e-5"
+
+
+def test_matrix_file_names_are_plain_and_unique():
+    from clipcl_runner.report.figures import _unique
+
+    taken: set[str] = set()
+    labels = ["lwf (alpha=0.5)", "lwf (alpha=0_5)", "LWF (alpha=0.5)", "(=)"]
+    # the second maps to the first's name and the third differs only in case (one file on macOS/Windows)
+    assert [_unique(report._file_safe(label), taken) for label in labels] == [
+        "lwf_alpha-0_5",
+        "lwf_alpha-0_5-2",
+        "LWF_alpha-0_5-3",
+        "group",
+    ]
 
 
 def _many_groups(root: Path) -> Path:

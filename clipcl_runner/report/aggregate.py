@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import metric_names
 from .runs import GROUP_CANDIDATES_ATTR, SUMMARY_FILE, ReportError, _display_path
 
 STAT_SUFFIXES = ("/mean", "/std", "/n")
@@ -42,15 +43,19 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
 def aggregate(runs: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per group (``method`` + swept overrides, in order of first appearance):
     ``n`` (finished runs = seeds), ``seeds`` ("0,1,2") and, per metric, ``<m>/mean``,
-    ``<m>/std`` (ddof=1; NaN for a single seed) and ``<m>/n`` (seeds with a value for m)."""
+    ``<m>/std`` (ddof=1; NaN for a single seed) and ``<m>/n`` (seeds with a value for m). The runs'
+    headline metrics (``load_runs``) stay in ``.attrs``: the table's columns."""
     metrics = list(metrics) if metrics is not None else metric_columns(runs)
     unknown = [m for m in metrics if m not in runs.columns]
     if unknown:
         raise KeyError(f"unknown metric(s) {unknown}; available: {metric_columns(runs)}")
     keys = group_columns(runs)
     columns = [*keys, "n", "seeds", *(f"{m}{s}" for m in metrics for s in STAT_SUFFIXES)]
+    headline = {metric_names.HEADLINE: runs.attrs[metric_names.HEADLINE]} if metric_names.HEADLINE in runs.attrs else {}
     if runs.empty:
-        return pd.DataFrame(columns=columns)
+        empty = pd.DataFrame(columns=columns)
+        empty.attrs.update(headline)
+        return empty
     values = runs[metrics].apply(pd.to_numeric, errors="coerce").astype(float)
     grouped = values.groupby([runs[k] for k in keys], sort=False, dropna=False)
     stats = grouped.agg(["mean", "std", "count"])  # std: ddof=1, NaN for one seed; count: seeds with a value
@@ -61,7 +66,9 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.Da
     out = stats.reset_index()
     for m in metrics:
         out[f"{m}/n"] = out[f"{m}/n"].astype(int)
-    return out[columns]
+    out = out[columns]
+    out.attrs.update(headline)
+    return out
 
 
 def _seed_list(seeds: pd.Series) -> str:

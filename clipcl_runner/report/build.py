@@ -6,6 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import metric_names
 from .aggregate import _group_candidates, aggregate, check_numeric, drop_duplicate_seeds
 from .figures import plot_comparison, write_group_matrices
 from .runs import NO_SUMMARY, NoFinishedRuns, _display_path, find_runs, find_strays, load_runs
@@ -40,7 +41,8 @@ def write_report(
         print(f"clipcl-report: warning: {duplicate['run']}: {duplicate['reason']}", file=sys.stderr)
     missing += duplicates
     summary_columns = [c for c in runs.columns if c not in ("run", "method", "seed", *_group_candidates(runs))]
-    check_numeric(runs, list(metrics) if metrics is not None else default_metrics(summary_columns))
+    headline = runs.attrs.get(metric_names.HEADLINE)
+    check_numeric(runs, list(metrics) if metrics is not None else default_metrics(summary_columns, headline))
     if runs.empty:
         if all(m["reason"] in (NO_SUMMARY, NO_WANDB_SUMMARY) for m in missing):
             raise NoFinishedRuns(f"no finished runs under {_where(paths)}: every run folder lacks summary.json")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import metric_names as names
 from .aggregate import group_columns, metric_columns
 from .runs import DEFAULT_VALUE, MATRIX_FILE, ReportError, _display_path, read_metrics_rows
-from .tables import metric_label
 
 
 def _group_label(keys: Sequence[str], values: Sequence) -> str:
@@ -22,7 +22,9 @@ def _group_label(keys: Sequence[str], values: Sequence) -> str:
     return f"{label} ({', '.join(extra)})" if extra else label
 
 
-STAGE_MEAN_TASK = "task/mean"  # derived per-row metric: the mean over the row's task/<stage>/acc
+STAGE_MEAN_TASK = names.TASK_MEAN_ACC  # derived per-row metric: the mean over the row's task/<stage>/acc
+# The synthetic protocol's trade-off and probe, for run folders from before summary.json named them
+HELDOUT_I2T_R1 = names.retrieval("heldout", "i2t", 1)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 LINESTYLES = ("-", "--", "-.", ":")
 
@@ -32,7 +34,7 @@ def _row_value(row: dict, metric: str) -> float | None:
         values = [
             v
             for k, v in row.items()
-            if k.startswith("task/") and k.endswith("/acc") and isinstance(v, (int, float)) and not isinstance(v, bool)
+            if names.is_task_acc(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
         return float(np.mean(values)) if values else None
     value = row.get(metric)
@@ -60,34 +62,35 @@ def _row_keys(run_dirs: Sequence[Path]) -> list[str]:
 
 
 def _probe_metric(run_dirs: Sequence[Path]) -> str | None:
-    keys = [k for k in _row_keys(run_dirs) if k.startswith(("ret/", "zs/"))]
-    if "ret/heldout/i2t_r1" in keys:
-        return "ret/heldout/i2t_r1"
-    return next((k for k in keys if k.startswith("ret/")), next(iter(keys), None))
+    keys = [k for k in _row_keys(run_dirs) if names.is_probe(k)]
+    if HELDOUT_I2T_R1 in keys:
+        return HELDOUT_I2T_R1
+    return next((k for k in keys if names.kind_of(k) == names.RETRIEVAL), next(iter(keys), None))
 
 
 def comparison_metrics(runs: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
     """(x, y, over-stages) metrics of the comparison figure for the runs' protocol: synthetic/paper
     (probes): final task accuracy vs a probe's change, the probe over stages; class-incremental: CIL
     Avg vs Last, the accuracy on all classes seen so far over stages; MTIL (a zero-shot row, no
-    probes): Avg vs Transfer, the mean accuracy over every task's test set over stages."""
+    probes): Avg vs Transfer, the mean accuracy over every task's test set over stages. The metric
+    over stages is the runs' eval protocol's ``plot_metric`` where their summary.json names one."""
+    x, y, over_stages = _protocol_metrics(runs)
+    return x, y, runs.attrs.get(names.PLOT_METRIC) or over_stages
+
+
+def _protocol_metrics(runs: pd.DataFrame) -> tuple[str | None, str | None, str | None]:
     columns = set(metric_columns(runs))
-    run_dirs = [Path(r) for r in runs["run"]] if "run" in runs else []
-    deltas = [c for c in metric_columns(runs) if c.startswith("delta/")]
+    deltas = [c for c in metric_columns(runs) if names.is_delta(c)]
     if "cil_avg" in columns:
-        return "cil_avg", "cil_last" if "cil_last" in columns else None, "cil/acc"
+        return "cil_avg", "cil_last" if "cil_last" in columns else None, names.CIL_ACC
     if deltas:
-        y = "delta/ret/heldout/i2t_r1" if "delta/ret/heldout/i2t_r1" in deltas else deltas[0]
-        return "ut_acc", y, _probe_metric(run_dirs)
+        y = names.delta(HELDOUT_I2T_R1) if names.delta(HELDOUT_I2T_R1) in deltas else deltas[0]
+        if runs.attrs.get(names.PLOT_METRIC):  # named by the runs: no need to read their rows
+            return "ut_acc", y, None
+        return "ut_acc", y, _probe_metric([Path(r) for r in runs["run"]] if "run" in runs else [])
     if "zero_shot_transfer" in columns or "transfer" in columns:
         return "avg" if "avg" in columns else "ut_acc", "transfer", STAGE_MEAN_TASK
     return "ut_acc", None, STAGE_MEAN_TASK
-
-
-def _label(metric: str) -> str:
-    return {STAGE_MEAN_TASK: "mean acc over all tasks", "cil/acc": "acc on the classes seen so far"}.get(
-        metric, metric_label(metric)
-    )
 
 
 def _styles(groups: list[tuple], keys: Sequence[str]) -> tuple[dict, dict]:
@@ -152,7 +155,7 @@ def comparison_figure(
 
     # trade-off panel
     if x_metric in runs.columns and y_metric in runs.columns and groups:
-        if str(y_metric).startswith("delta/"):
+        if names.is_delta(str(y_metric)):
             ax_trade.axhline(0.0, color="#888888", linestyle="--", linewidth=1, zorder=0)
         for values, group in groups:
             colour, marker, _ = style(values)
@@ -175,8 +178,8 @@ def comparison_figure(
                     capsize=3,
                     zorder=3,
                 )
-        ax_trade.set_xlabel(f"{_label(x_metric)} (%)")
-        ax_trade.set_ylabel(f"{_label(y_metric)} ({'points' if str(y_metric).startswith('delta/') else '%'})")
+        ax_trade.set_xlabel(f"{names.label(x_metric)} (%)")
+        ax_trade.set_ylabel(f"{names.label(y_metric)} ({'points' if names.is_delta(str(y_metric)) else '%'})")
         ax_trade.set_title("small: one run; large: mean ± std over seeds", fontsize=10)
         ax_trade.margins(x=0.12, y=0.12)
     else:
@@ -210,10 +213,10 @@ def comparison_figure(
         crowded = len(ticks) * max(map(len, labels)) > 60  # long stage names or many stages: slant them
         ax_probe.set_xticks(ticks, labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
         ax_probe.set_xlabel("evaluated after")
-        ax_probe.set_ylabel(f"{_label(probe_metric)} (%)")
-        ax_probe.set_title(f"{_label(probe_metric)} over stages (mean over seeds, band: min–max)", fontsize=10)
+        ax_probe.set_ylabel(f"{names.label(probe_metric)} (%)")
+        ax_probe.set_title(f"{names.label(probe_metric)} over stages (mean over seeds, band: min–max)", fontsize=10)
     else:
-        _empty_panel(ax_probe, f"no {_label(probe_metric) if probe_metric else 'probe'} in metrics.jsonl")
+        _empty_panel(ax_probe, f"no {names.label(probe_metric) if probe_metric else 'probe'} in metrics.jsonl")
     for ax in (ax_trade, ax_probe):
         ax.grid(True, alpha=0.3)
         ax.spines["top"].set_visible(False)
@@ -300,8 +303,20 @@ def mean_matrices(run_dirs: Iterable[Path | str]) -> pd.DataFrame | None:
 
 
 def _file_safe(label: str) -> str:
-    """'lwf (alpha=0.5)' -> 'lwf_alpha=0.5': a group label usable in a file name."""
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", label).strip("_") or "group"
+    """'lwf (alpha=0.5)' -> 'lwf_alpha-0_5': a group label as a plain file name (letters, digits, ``_``
+    and ``-`` only: no quoting in shells, Markdown links or URLs)."""
+    plain = label.replace("=", "-").replace(".", "_")
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", plain).strip("_-") or "group"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... when taken (compared without case: macOS and Windows)."""
+    candidate, number = name, 1
+    while candidate.lower() in taken:
+        number += 1
+        candidate = f"{name}-{number}"
+    taken.add(candidate.lower())
+    return candidate
 
 
 def write_group_matrices(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[str]]:
@@ -312,6 +327,7 @@ def write_group_matrices(runs: pd.DataFrame, out: Path) -> tuple[list[Path], lis
     keys = group_columns(runs)
     files: list[Path] = []
     lines: list[str] = []
+    taken: set[str] = set()  # two labels may map to one file name ('a=0.5' and 'a=0_5')
     for values, group in runs.groupby(keys, sort=False, dropna=False):
         values = values if isinstance(values, tuple) else (values,)
         mean = mean_matrices(group["run"])
@@ -320,7 +336,9 @@ def write_group_matrices(runs: pd.DataFrame, out: Path) -> tuple[list[Path], lis
         label = _group_label(keys, values)
         n = len(mean.attrs["runs"])
         path = plot_matrix(
-            mean, out / f"matrix_{_file_safe(label)}.png", title=f"{label}: mean over {n} seed{'s' if n != 1 else ''}"
+            mean,
+            out / f"matrix_{_unique(_file_safe(label), taken)}.png",
+            title=f"{label}: mean over {n} seed{'s' if n != 1 else ''}",
         )
         files.append(path)
         lines += [f"### {label} (n={n})", "", f"![{label} accuracy matrix]({path.name})", ""]

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .. import metric_names
 from ..run_names import is_ignored_override, parse_overrides
 from .wandb_runs import (
     NO_WANDB_SUMMARY,
@@ -226,10 +227,14 @@ def load_runs(run_dirs: Iterable[Path | str]) -> tuple[pd.DataFrame, list[dict]]
     ``{"run", "method", "seed", "reason"}`` (no summary.json, or unreadable files).
     Override columns hold strings; runs that did not set an override hold "(default)".
     ``run_dirs`` may include W&B runs (see ``find_runs``); one without ``ut_acc`` in its
-    summary is missing with reason NO_WANDB_SUMMARY."""
+    summary is missing with reason NO_WANDB_SUMMARY. The runs' eval protocol's choice for the report
+    (summary.json's ``headline`` and ``plot_metric``, runs from before it have none) goes to ``.attrs``,
+    not to columns: the headline metrics of all runs in order of first appearance, the first plot metric."""
     records: list[dict] = []
     missing: list[dict] = []
     candidates: dict[str, None] = {}
+    headline: dict[str, None] = {}
+    plot_metrics: dict[str, None] = {}
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         method, seed = "unknown", None
@@ -257,6 +262,11 @@ def load_runs(run_dirs: Iterable[Path | str]) -> tuple[pd.DataFrame, list[dict]]
                 }
             )
             continue
+        listed = summary.pop(metric_names.HEADLINE, None) or []
+        headline.update((str(key), None) for key in ([listed] if isinstance(listed, str) else listed))
+        if summary.get(metric_names.PLOT_METRIC):
+            plot_metrics.setdefault(str(summary[metric_names.PLOT_METRIC]), None)
+        summary.pop(metric_names.PLOT_METRIC, None)
         record = {"run": str(run_dir), "method": method, "seed": seed, **config_cols, **override_cols}
         for key in (*config_cols, *override_cols):
             candidates.setdefault(key, None)
@@ -272,6 +282,10 @@ def load_runs(run_dirs: Iterable[Path | str]) -> tuple[pd.DataFrame, list[dict]]
     front = ["run", "method", "seed", *candidates]
     runs = runs[front + [c for c in runs.columns if c not in front]]
     runs.attrs[GROUP_CANDIDATES_ATTR] = list(candidates)
+    if headline:
+        runs.attrs[metric_names.HEADLINE] = list(headline)
+    if plot_metrics:
+        runs.attrs[metric_names.PLOT_METRIC] = next(iter(plot_metrics))
     return runs, missing
 
 

@@ -1,38 +1,28 @@
-"""The comparison table (Markdown and LaTeX) and the protocols' headline metrics and labels."""
+"""The comparison table (Markdown and LaTeX) and its columns: the runs' eval protocol's headline metrics."""
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
+from .. import metric_names as names
 from .aggregate import STAT_SUFFIXES
 from .runs import _display_path
 
-SYNTHETIC_METRICS = {
-    "ut_acc": "final mean task acc",
-    "delta/ret/heldout/i2t_r1": "Δ i2t R@1",
-    "delta/ret/heldout/t2i_r1": "Δ t2i R@1",
-    "delta/zs/colour/acc": "Δ colour",
-    "delta/zs/colour_shape/acc": "Δ colour+shape",
-}
+# The protocols' columns for run folders written before summary.json had the eval protocol's
+# ``headline`` (conf/eval/*.yaml holds the same lists now).
+SYNTHETIC_METRICS = (
+    "ut_acc",
+    names.delta(names.retrieval("heldout", "i2t", 1)),
+    names.delta(names.retrieval("heldout", "t2i", 1)),
+    names.delta(names.zero_shot_acc("colour")),
+    names.delta(names.zero_shot_acc("colour_shape")),
+)
 FALLBACK_METRICS = ("ut_acc", "bwt", "forgetting", "a_acc")
 MTIL_METRICS = ("transfer", "avg", "last", "bwt", "forgetting")  # ZSCL's MTIL table (+ BWT, forgetting)
 CIL_METRICS = ("cil_avg", "cil_last")
-KNOWN_LABELS = {
-    **SYNTHETIC_METRICS,
-    "bwt": "BWT",
-    "bwt_paper": "BWT (paper)",
-    "forgetting": "forgetting",
-    "transfer": "transfer",
-    "avg": "avg acc",
-    "last": "last",
-    "a_acc": "A-Acc",
-    "cil_avg": "CIL avg",
-    "cil_last": "CIL last",
-}
 
 
 def _strip_stat(column: str) -> str:
@@ -43,34 +33,30 @@ def _strip_stat(column: str) -> str:
     return column
 
 
-def default_metrics(columns: Iterable[str]) -> list[str]:
-    """The synthetic protocol's headline metrics when present; CIL's Avg / Last for class-incremental
+def default_metrics(columns: Iterable[str], headline: Sequence[str] | None = None) -> list[str]:
+    """The runs' eval protocol's ``headline`` (from their summary.json) where they have one, those of
+    its metrics that are present; else, for run folders from before it, the protocol told by the columns:
+    the synthetic protocol's headline metrics when present; CIL's Avg / Last for class-incremental
     runs; MTIL's Transfer / Avg / Last (+ BWT, forgetting) for runs with a zero-shot row and no
     probes; else ``ut_acc``, ``bwt``, ``forgetting``, ``a_acc`` and every ``delta/*`` metric that exists."""
-    names = list(dict.fromkeys(_strip_stat(c) for c in columns))
-    present = set(names)
-    if any(m in present for m in SYNTHETIC_METRICS if m.startswith("delta/")):
+    columns = list(dict.fromkeys(_strip_stat(c) for c in columns))
+    present = set(columns)
+    chosen = [m for m in headline or () if m in present]
+    if chosen:
+        return chosen
+    if any(m in present for m in SYNTHETIC_METRICS if names.is_delta(m)):
         return [m for m in SYNTHETIC_METRICS if m in present]
     if "cil_avg" in present:
         return [m for m in CIL_METRICS if m in present]
-    if "zero_shot_transfer" in present and not any(m.startswith("delta/") for m in names):
+    if "zero_shot_transfer" in present and not any(names.is_delta(m) for m in columns):
         return [m for m in MTIL_METRICS if m in present]
-    return [m for m in FALLBACK_METRICS if m in present] + [m for m in names if m.startswith("delta/")]
+    return [m for m in FALLBACK_METRICS if m in present] + [m for m in columns if names.is_delta(m)]
 
 
 def metric_label(metric: str) -> str:
-    """Short column label: known names, else 'delta/zs/cifar100/acc' -> 'Δ cifar100',
+    """Short column label (``metric_names.label``): 'delta/zs/cifar100/acc' -> 'Δ cifar100',
     'delta/ret/coco/i2t_r1' -> 'Δ coco i2t R@1'."""
-    if metric in KNOWN_LABELS:
-        return KNOWN_LABELS[metric]
-    prefix, name = ("Δ ", metric[len("delta/") :]) if metric.startswith("delta/") else ("", metric)
-    parts = name.split("/")
-    if len(parts) == 3 and parts[0] == "zs" and parts[2] == "acc":
-        return f"{prefix}{parts[1]}"
-    if len(parts) == 3 and parts[0] == "ret":
-        rank = re.sub(r"^(i2t|t2i)_r(\d+)$", r"\1 R@\2", parts[2])
-        return f"{prefix}{parts[1]} {rank}"
-    return prefix + name
+    return names.label(metric)
 
 
 def _agg_group_columns(agg: pd.DataFrame) -> list[str]:
@@ -106,8 +92,8 @@ def _display_table(agg: pd.DataFrame, metrics: Sequence[str], labels: dict | Non
 
 def _resolve_metrics(agg: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:
     available = [c[: -len("/mean")] for c in agg.columns if c.endswith("/mean")]
-    if metrics is None:
-        return default_metrics(available)
+    if metrics is None:  # the runs' headline came through ``aggregate`` (``load_runs`` read it)
+        return default_metrics(available, agg.attrs.get(names.HEADLINE))
     unknown = [m for m in metrics if m not in available]
     if unknown:
         raise KeyError(f"unknown metric(s) {unknown}; available: {available}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from .. import metric_names
+
 # W&B folders of one run: "offline-run-<time>-<id>" (or "run-<time>-<id>" once synced),
 # each holding a "run-<id>.wandb" transaction log.
 WANDB_RUN_PREFIXES = ("offline-run-", "run-")
@@ -48,11 +50,14 @@ def _wandb_rows(run_dir: Path) -> list[dict]:
 
 def _wandb_summary(summary: dict) -> dict:
     """The results in a W&B summary: without W&B's ``_step``/``_runtime``/..., the last
-    row's stage bookkeeping and logged tables/images (dicts), which are not metrics."""
+    row's stage bookkeeping and logged tables/images (dicts), which are not metrics; the eval
+    protocol's ``headline`` list stays (``load_runs`` takes it out of the metrics)."""
     return {
         k: v
         for k, v in summary.items()
-        if not k.startswith("_") and k not in WANDB_ROW_KEYS and not isinstance(v, (dict, list))
+        if not k.startswith("_")
+        and k not in WANDB_ROW_KEYS
+        and (k == metric_names.HEADLINE or not isinstance(v, (dict, list)))
     }
 
 

@@ -1,4 +1,7 @@
-"""From evaluation rows to the run's accuracy matrix and summary (shared by the runner and the report).
+"""A run's evaluation rows (metrics.jsonl) to its accuracy matrix and summary.json (the runner's).
+
+``metrics`` holds the formulas on an accuracy matrix; this module picks the matrix and the probes out
+of the rows and calls them.
 
 Plain numpy, no pandas: the runner imports this module, and pandas is a report-side dependency
 (the GPU image, for one, has no pandas). ``AccuracyMatrix`` offers the few DataFrame methods the
@@ -13,10 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import metric_names as names
 from . import metrics
-from .evaluation import CIL_METRIC, task_metric
-
-PROBE_PREFIXES = ("zs/", "ret/")
 
 
 class Labels(list):
@@ -61,13 +62,14 @@ class AccuracyMatrix:
 def accuracy_matrix(rows: list[dict], stage_names: list[str]) -> AccuracyMatrix:
     """Rows = evaluations (the zero-shot row first when present), columns = every stage's test set."""
     index = [row["stage_name"] for row in rows]
-    values = [[row.get(task_metric(name), np.nan) for name in stage_names] for row in rows]
+    values = [[row.get(names.task_acc(name), np.nan) for name in stage_names] for row in rows]
     array = np.array(values, dtype=float).reshape(len(rows), len(stage_names))
     return AccuracyMatrix(array, Labels(index), Labels(stage_names))
 
 
 def probe_values(row: dict) -> dict[str, float]:
-    return {key: float(value) for key, value in row.items() if key.startswith(PROBE_PREFIXES)}
+    """The row's probe metrics (every kind ``metric_names`` calls a probe): their summary gets a delta."""
+    return {key: float(value) for key, value in row.items() if names.is_probe(key)}
 
 
 def stage_end_rows(rows: list[dict]) -> list[dict]:
@@ -88,7 +90,7 @@ def run_summary(rows: list[dict], stage_names: list[str], primary_zero_shot: str
         probes=probe_values(stage_rows[-1]),
         probe_zero_shot=probe_values(zero_shot) if zero_shot else None,
     )
-    steps = [row[CIL_METRIC] for row in stage_rows if CIL_METRIC in row]
+    steps = [row[names.CIL_ACC] for row in stage_rows if names.CIL_ACC in row]
     if steps:  # class-incremental protocol: Avg / Last of the accuracy on all classes seen so far
         summary.update({f"cil_{key}": value for key, value in metrics.cil_summary(steps).items()})
     if primary_zero_shot and primary_zero_shot in summary:
