@@ -145,8 +145,32 @@ def check_output_paths(argv: list[str]) -> None:
             )
 
 
+def check_command_line(argv: list[str]) -> None:
+    """What Hydra would take silently or answer with a traceback: a key given twice (the last one wins:
+    ``experiment=a experiment=b`` runs b alone) and ``--cfg`` together with ``-m``."""
+    keys: dict[str, list[str]] = {}
+    for arg in argv:
+        if "=" in arg and not arg.startswith(("-", "~")):
+            keys.setdefault(arg.lstrip("+").split("=", 1)[0], []).append(arg)
+    twice = {key: args for key, args in keys.items() if len(args) > 1}
+    if twice:
+        key, args = next(iter(twice.items()))
+        group = (Path(CONFIG_DIR) / key).is_dir()
+        hint = f" To apply several {key} configs in order, list them: {key}=[a,b]." if group else ""
+        refuse(
+            f"{key} is given {len(args)} times ({' '.join(args)}); Hydra would silently keep the last. "
+            f"Give it once.{hint}"
+        )
+    if {"-m", "--multirun"} & set(argv) and {"-c", "--cfg"} & set(argv):
+        refuse(
+            "--cfg prints one run's config and cannot be combined with -m. Preview a sweep's jobs with "
+            "`clipcl-preflight -m <the same overrides>`, or one job's config with `clipcl <its overrides> --cfg job`."
+        )
+
+
 def main() -> dict | None:
-    """``clipcl``: the output folders are checked before Hydra creates the run folder in them."""
+    """``clipcl``: the command line and the output folders are checked before Hydra creates the run folder."""
+    check_command_line(sys.argv[1:])
     check_output_paths(sys.argv[1:])
     return run_main()
 

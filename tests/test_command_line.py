@@ -1,0 +1,39 @@
+"""Command lines Hydra would run silently wrong or answer with a traceback are refused first, in one line."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ("experiment=synthetic_test", "experiment=synthetic_demo"),
+            "clipcl: error: experiment is given 2 times (experiment=synthetic_test experiment=synthetic_demo); "
+            "Hydra would silently keep the last. Give it once. To apply several experiment configs in order, "
+            "list them: experiment=[a,b].",
+        ),
+        (
+            ("seed=1", "+seed=2"),
+            "clipcl: error: seed is given 2 times (seed=1 +seed=2); Hydra would silently keep the last. Give it once.",
+        ),
+        (
+            ("-m", "method=lwf,finetune", "--cfg", "job"),
+            "clipcl: error: --cfg prints one run's config and cannot be combined with -m. Preview a sweep's jobs "
+            "with `clipcl-preflight -m <the same overrides>`, or one job's config with `clipcl <its overrides> --cfg job`.",
+        ),
+    ],
+)
+def test_refused_before_hydra_with_one_line(tmp_path, args, expected):
+    done = run_cli(*args, f"paths.output_dir={tmp_path}", timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == expected
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_a_list_of_presets_and_a_sweep_of_one_key_are_not_duplicates(tmp_path):
+    done = run_cli("experiment=[synthetic_test,synthetic_demo]", "seed=3", "--cfg", "job", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "seed: 3" in done.stdout and "- demo" in done.stdout  # synthetic_demo applied after synthetic_test
