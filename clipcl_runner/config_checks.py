@@ -1,8 +1,11 @@
 """Checks of a composed config that need neither torch nor any data: they run before any work.
 
-``validate`` refuses wrong types and ranges, unknown ``+key`` additions and unusable paths with
-one message naming each key; ``identity`` is the part of a config that decides a run's results
-(what a resume must not change); ``config_diff`` lists the keys where two identities differ.
+Types, choices and the keys of ``trainer``, ``eval``, ``logger`` and the top level are the schema's
+(``config_schema``: Hydra refuses a wrong one while composing, and ``composition_problem`` words that
+refusal as one line naming the key). ``validate`` refuses what a schema cannot say: ranges, rules
+linking keys, unknown ``+key`` additions and unusable paths, with one message naming each key;
+``identity`` is the part of a config that decides a run's results (what a resume must not change);
+``config_diff`` lists the keys where two identities differ.
 This module must stay import-light: ``clipcl`` calls it before torch is imported.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,8 @@ RESUMABLE_KEYS = (
     "trainer.stop_after_stage",
     "trainer.decoded_cache",
     "eval.decoded_cache",
+    "eval.headline",  # what the summary and the report show first, not what is computed
+    "eval.plot_metric",
 )
 # Values that are locations (they interpolate a path or the environment), wherever they sit.
 LOCATION_MARKERS = ("${paths.", "${oc.env:", "${hydra:")
@@ -61,9 +67,10 @@ def _strip(raw: Any, resolved: Any, prefix: str) -> Any:
 
 
 def identity(cfg: DictConfig) -> dict:
-    """The resolved config minus what may change on resume (``RESUMABLE_KEYS`` and path-valued keys)."""
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    """The resolved config minus what may change on resume (``RESUMABLE_KEYS`` and path-valued keys),
+    choices as plain strings (stored as JSON and in checkpoints, compared with identities made before)."""
+    raw = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return _strip(raw, resolved, "")
 
 
@@ -104,6 +111,8 @@ def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
 
 
 def _check_values(cfg: DictConfig) -> list[str]:
+    """Ranges (the schema gives the types of trainer/eval/top-level keys; ``tasks`` and the optimiser
+    are free-form, so their type is checked here too) and rules that link keys."""
     problems = []
 
     def integer(key: str, minimum: int, optional: bool = False) -> None:
@@ -127,15 +136,20 @@ def _check_values(cfg: DictConfig) -> list[str]:
     integer("trainer.threads", 1, optional=True)
     integer("trainer.checkpoint_every_steps", 1, optional=True)
     integer("trainer.stop_after_stage", 1, optional=True)
+    integer("trainer.fp16_max_skipped_steps", 1)
     integer("tasks.num_stages", 1, optional=True)
     integer("tasks.epochs", 1, optional=True)
     integer("tasks.iterations", 1, optional=True)
     positive_number("trainer.optimizer.lr")
     positive_number("trainer.grad_clip_norm")
-    for key in ("resume", "overwrite", "resume_allow_config_change"):
-        value = _select(cfg, key, default=False)
-        if not isinstance(value, bool):
-            problems.append(f"{key}={value!r}: must be true or false.")
+    min_scale = _select(cfg, "trainer.fp16_min_scale", default=0.0)
+    if min_scale is None or not min_scale >= 0:
+        problems.append(f"trainer.fp16_min_scale={min_scale!r}: must be a number >= 0 (fairseq: 1e-4).")
+    if _select(cfg, "trainer.grad_clip_before_unscale", default=False) and not _select(cfg, "trainer.grad_clip_norm"):
+        problems.append(
+            "trainer.grad_clip_before_unscale=true clips gradients, but trainer.grad_clip_norm is not set: "
+            "set trainer.grad_clip_norm (CL-CLIP: 1.0) or trainer.grad_clip_before_unscale=false."
+        )
     model = _select(cfg, "model", default={}) or {}
     if "pretrain" in model and "synthetic_clip" not in str(model.get("_target_", "")):
         problems.append(
@@ -194,16 +208,75 @@ def _check_paths(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def validate(cfg: DictConfig, task_overrides: Iterable[str] = (), choices: Mapping[str, Iterable] = ()) -> None:
+def validate(cfg: DictConfig, task_overrides: Iterable[str] = ()) -> None:
     """Raise one ``ConfigError`` listing every problem found, each naming its key."""
-    problems = []
-    for key, allowed in dict(choices).items():
-        value = _select(cfg, key)
-        if value not in allowed:
-            problems.append(f"{key}={value!r}: must be one of {list(allowed)}.")
-    problems += _check_values(cfg) + _check_additions(cfg, task_overrides) + _check_paths(cfg)
+    problems = _check_values(cfg) + _check_additions(cfg, task_overrides) + _check_paths(cfg)
     if problems:
-        raise ConfigError("invalid config:\n" + "\n".join(f"  - {problem}" for problem in problems))
+        raise ConfigError(invalid_config(problems))
+
+
+def invalid_config(problems: list[str]) -> str:
+    """The message of a refused config: one line per problem."""
+    return "invalid config:\n" + "\n".join(f"  - {problem}" for problem in problems)
+
+
+# -- Hydra's refusals, worded as ours ---------------------------------------------------------
+_CONVERSIONS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def _schema_keys(parent_key: str) -> list[str]:
+    """The keys the schema allows under ``parent_key`` ('' is the top level)."""
+    from dataclasses import fields, is_dataclass
+    from typing import get_type_hints
+
+    from . import config_schema
+
+    node: Any = config_schema.Config
+    for part in parent_key.split(".") if parent_key else []:
+        node = get_type_hints(node).get(part) if is_dataclass(node) else None
+    if not is_dataclass(node):
+        return []
+    extra = config_schema.LOOKUP_TABLES if node is config_schema.Config else ()
+    return [item.name for item in fields(node)] + list(extra)
+
+
+def composition_problem(error: Exception) -> str:
+    """Hydra's refusal to compose the config (an unknown group option, a value the schema refuses, an
+    unknown key) as one of our problems: a line naming the key, the value and what is allowed."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(error, MissingConfigException):
+        missing = re.search(r"Could not find '([^']+)'", str(error))
+        if missing and error.options:
+            group, _, option = missing.group(1).rpartition("/")
+            return (
+                f"{group}={option}: Could not find '{missing.group(1)}'. "
+                f"Available options in '{group}': {', '.join(error.options)}."
+            )
+        return str(error).strip().splitlines()[0]
+    cause = error.__cause__
+    key = getattr(cause, "full_key", None) if isinstance(cause, OmegaConfBaseException) else None
+    if not key:
+        return " ".join(str(error).split())
+    reason = str(cause).splitlines()[0]
+    choice = re.fullmatch(r"Invalid value '(.*)', expected one of \[(.*)\]", reason)
+    conversion = re.fullmatch(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", reason)
+    boolean = re.fullmatch(r"Value '(.*)' is not a valid bool \(type (\w+)\)", reason)
+    unknown = re.fullmatch(r"Key '(.*)' (?:not in '\w+'|is not in struct)", reason)
+    if choice:
+        allowed = [value.strip() for value in choice.group(2).split(",")]
+        return f"{key}={choice.group(1)!r}: must be one of {allowed}."
+    if conversion or boolean:
+        value, kind, target = conversion.groups() if conversion else (*boolean.groups(), "Boolean")  # type: ignore[union-attr]
+        shown = repr(value) if kind == "str" else value  # as the user wrote it: 'abc' but 2.5
+        return f"{key}={shown}: must be {_CONVERSIONS.get(target, target)}."
+    if unknown:
+        parent_key, _, leaf = key.rpartition(".")
+        close = difflib.get_close_matches(leaf, _schema_keys(parent_key), n=1)
+        hint = f" Did you mean {parent_key + '.' if parent_key else ''}{close[0]}=...?" if close else ""
+        return f"{key}: the config has no such key.{hint}"
+    return f"{key}: {reason}"
 
 
 # -- run folder names -------------------------------------------------------------------------

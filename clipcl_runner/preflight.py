@@ -23,7 +23,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
+
+from .config_checks import composition_problem
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Peak checkpoint disk of a running job: last.pt (the model: 1 x the weights) beside a mid-stage checkpoint
@@ -203,6 +206,9 @@ def check_job(overrides: list[str]) -> JobPlan:
     plan = JobPlan(overrides)
     try:
         cfg = compose_job(overrides)
+    except ConfigCompositionException as error:  # an unknown option, or a value or key the schema refuses
+        plan.problems.append(composition_problem(error))
+        return plan
     except Exception as error:  # Hydra's own message names the key and the valid options
         plan.problems.append(str(error))
         return plan

@@ -42,7 +42,7 @@ from .precision import resolve_device, resolve_precision  # noqa: E402
 from .preemption import StopRequest  # noqa: E402
 from .run_summary import accuracy_matrix, run_summary, stage_end_rows  # noqa: E402
 from .tracking import RunTracker, SilentTracker  # noqa: E402
-from .trainer import LOG_EVERY, StageTraining, TrainSettings, set_train_mode  # noqa: E402
+from .trainer import LOG_EVERY, StageTraining, set_train_mode, train_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +79,12 @@ def record_job(run_dir: Path, **fields) -> None:
     run_folder.write_json(path, attempts, indent=2)
 
 
-KEEP_CHECKPOINTS = ("none", "last", "all")
-
-
 def keep_checkpoints(cfg: DictConfig) -> str:
     """``trainer.keep_checkpoints``: what a finished run keeps of its stage-end checkpoints. ``none`` (default):
     deleted once summary.json is written (resume works until then); ``last``: ``last.pt`` stays (to
-    evaluate or fine-tune the final model later); ``all``: also a copy per stage (``stage_<k>.pt``)."""
-    from .config_checks import ConfigError
-
-    value = str(cfg.trainer.get("keep_checkpoints", "none")).lower()
-    if value not in KEEP_CHECKPOINTS:
-        raise ConfigError(f"trainer.keep_checkpoints={value!r}: use one of {', '.join(KEEP_CHECKPOINTS)}")
-    return value
+    evaluate or fine-tune the final model later); ``all``: also a copy per stage (``stage_<k>.pt``).
+    The schema (config_schema.KeepCheckpoints) refuses any other value while Hydra composes."""
+    return str(cfg.trainer.keep_checkpoints)
 
 
 def keep_stage_copy(run_dir: Path, stage: int) -> Path:
@@ -171,7 +164,7 @@ def build_tracker(cfg: DictConfig, run_dir: Path, resume: bool, stage_names: lis
         return SilentTracker()
     logger = cfg.logger
     fields, tags = wandb_fields(cfg)
-    resolved = cast(dict, OmegaConf.to_container(cfg, resolve=True))
+    resolved = cast(dict, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))  # choices as plain strings
     config = {**resolved, **{k: v for k, v in fields.items() if k != "method"}}
     series = functools.partial(
         stage_series, stage_names=stage_names, primary_zero_shot=cfg.eval.get("primary_zero_shot")
@@ -289,7 +282,7 @@ class StageLoop:
             teacher_precision=cfg.trainer.get("teacher_precision", "auto"),
         )
         self.parameters = self.method.setup(self.context)  # after this, the model may be wrapped (RKR)
-        self.settings = TrainSettings.from_config(cfg.trainer, precision=precision)
+        self.settings = train_settings(cfg.trainer, precision)
         self.make_optimizer = instantiate(cfg.trainer.optimizer)
         self.make_scheduler = instantiate(cfg.trainer.scheduler) if cfg.trainer.get("scheduler") else None
         self.world = distributed.world()

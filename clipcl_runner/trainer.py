@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import replace
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from . import distributed
 from .auxiliary import open_streams
+from .config_schema import Precision, TrainerConfig
 from .data.decoded import decoded
 from .methods.base import Method, RunContext
 from .models import clamp_logit_scale
@@ -31,55 +33,16 @@ log = logging.getLogger(__name__)
 LOG_EVERY = 10  # steps between host syncs (progress bar, divergence check)
 
 
-@dataclass
-class TrainSettings:
-    batch_size: int = 32
-    num_workers: int = 0
-    precision: str = "fp32"
-    grad_clip_norm: float | None = None
-    # CL-CLIP's quirk: clip the fp16 gradients while still multiplied by the grad scaler's scale, so
-    # the applied norm is grad_clip_norm / scale. Without a scaler (fp32, bf16) it is plain clipping.
-    grad_clip_before_unscale: bool = False
-    clamp_logit_scale: bool = True  # exp(logit_scale) <= 100 after every step (open_clip); CL-CLIP never clamps
-    freeze_bn: bool = False  # keep BatchNorm running statistics fixed (a fair ablation for RN towers)
-    find_unused_parameters: bool = False  # DDP: needed only by a method that leaves trainable parameters unused
-    compile: bool = False  # torch.compile the method's loss (model + method terms); pays on long GPU stages only
-    channels_last: bool = False  # NHWC images (the model is converted by the runner): faster ResNet towers on GPU
-    decoded_cache: bool = False  # decode the stage's images once into memory (small datasets)
-    progress: bool = True
-    # null: drop the last partial batch when the stage has more than one batch (steps_per_epoch = floor);
-    # false: keep it (steps_per_epoch = ceil, ZSCL's loaders); true: always drop it
-    drop_last: bool | None = None
-    # fp16: stop (as the fp32 divergence check does) when the grad scaler skips this many steps in a
-    # row, or its scale falls below the floor; torch's scaler itself would halve the scale forever.
-    fp16_max_skipped_steps: int = 50
-    fp16_min_scale: float = 1e-4
+# The trainer reads ``cfg.trainer`` as the schema types it: the runner passes the typed node
+# (``train_settings``) with ``precision`` resolved from auto; tests build one with keyword arguments.
+# Ranges and the rules linking keys (grad_clip_before_unscale needs grad_clip_norm) are refused before
+# any work by config_checks.validate.
+TrainSettings = TrainerConfig
 
-    # cfg.trainer key -> field, where the names differ
-    CONFIG_KEYS = {"find_unused_parameters": "ddp_find_unused_parameters"}
 
-    @classmethod
-    def from_config(cls, trainer_cfg, precision: str) -> TrainSettings:
-        """The settings of ``cfg.trainer`` with the resolved ``precision``; keys absent from the
-        config keep their defaults here."""
-        values = {}
-        for field in fields(cls):
-            key = cls.CONFIG_KEYS.get(field.name, field.name)
-            if field.name != "precision" and key in trainer_cfg:
-                values[field.name] = trainer_cfg[key]
-        return cls(precision=precision, **values)
-
-    def __post_init__(self) -> None:
-        if self.grad_clip_before_unscale and not self.grad_clip_norm:
-            raise ValueError(
-                "trainer.grad_clip_before_unscale=true clips gradients, but trainer.grad_clip_norm is not set: "
-                "set trainer.grad_clip_norm (CL-CLIP: 1.0) or trainer.grad_clip_before_unscale=false."
-            )
-        if self.fp16_max_skipped_steps < 1 or not self.fp16_min_scale >= 0:
-            raise ValueError(
-                f"trainer.fp16_max_skipped_steps={self.fp16_max_skipped_steps} must be >= 1 and "
-                f"trainer.fp16_min_scale={self.fp16_min_scale} >= 0."
-            )
+def train_settings(trainer: DictConfig, precision: str) -> TrainSettings:
+    """The typed ``cfg.trainer`` node as the trainer's settings, with the ``precision`` the run resolved."""
+    return replace(OmegaConf.to_object(trainer), precision=Precision(precision))
 
 
 class EpochShuffle(Sampler[int]):
@@ -206,7 +169,7 @@ class StageTraining:
             self.loss = nn.parallel.DistributedDataParallel(
                 self.loss,
                 device_ids=[run.device.index] if run.device.type == "cuda" else None,
-                find_unused_parameters=settings.find_unused_parameters,
+                find_unused_parameters=settings.ddp_find_unused_parameters,
             )
         if settings.compile:
             self.loss = torch.compile(self.loss)

@@ -12,6 +12,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+import clipcl_runner  # noqa: F401  registers the config schema, conf/config.yaml's first default
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = str(REPO / "conf")
 # The pretrained test-preset CLIP is cached here across test sessions (a clean clone pretrains once).

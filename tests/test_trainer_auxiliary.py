@@ -9,7 +9,7 @@ import torch
 from clipcl_runner.auxiliary import Auxiliary
 from clipcl_runner.data.stages import Stage, TensorImages
 from clipcl_runner.methods.base import Method, RunContext
-from clipcl_runner.trainer import StageTraining, TrainSettings
+from clipcl_runner.trainer import StageTraining, TrainSettings, train_settings
 
 
 def indexed(count: int) -> TensorImages:
@@ -120,5 +120,5 @@ def test_the_default_config_has_every_trainer_setting():
 
     cfg = compose_config("experiment=synthetic_test")
     assert cfg.trainer.drop_last is None
-    assert TrainSettings.from_config(cfg.trainer, "fp32").drop_last is None
+    assert train_settings(cfg.trainer, "fp32").drop_last is None
     assert compose_config("experiment=zscl_cil", "tasks.root=/nonexistent").trainer.drop_last is False

@@ -133,8 +133,13 @@ def test_clip_before_unscale_without_a_scaler_is_plain_clipping(caplog):
 
 
 def test_clip_before_unscale_needs_a_clip_norm():
-    with pytest.raises(ValueError, match="trainer.grad_clip_norm"):
-        TrainSettings(grad_clip_before_unscale=True)
+    from conftest import compose_config
+
+    from clipcl_runner.config_checks import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="trainer.grad_clip_norm is not set"):  # before any work
+        validate(compose_config("trainer.grad_clip_before_unscale=true"))
+    validate(compose_config("trainer.grad_clip_before_unscale=true", "trainer.grad_clip_norm=1.0"))
 
 
 @pytest.mark.parametrize("clamp", [True, False])
@@ -172,23 +177,24 @@ def test_fp16_trains_through_isolated_skipped_steps():
     assert training.step == 20 and training.scaler.get_scale() == 2.0**13
 
 
-def test_train_settings_from_config_reads_every_trainer_key():
+def test_train_settings_are_the_typed_trainer_node():
     from conftest import compose_config
 
+    from clipcl_runner.trainer import train_settings
+
     trainer = compose_config(
-        "trainer.grad_clip_norm=1.0",
+        "trainer.grad_clip_norm=1",
         "trainer.grad_clip_before_unscale=true",
         "trainer.clamp_logit_scale=false",
         "trainer.ddp_find_unused_parameters=true",
+        "trainer.precision=auto",
     ).trainer
-    settings = TrainSettings.from_config(trainer, precision="fp16")
-    assert settings.precision == "fp16" and settings.grad_clip_norm == 1.0 and settings.grad_clip_before_unscale
-    assert not settings.clamp_logit_scale and settings.find_unused_parameters
+    settings = train_settings(trainer, precision="fp16")  # the precision the run resolved from auto
+    assert isinstance(settings, TrainSettings) and settings.precision == "fp16" and trainer.precision == "auto"
+    assert settings.grad_clip_norm == 1.0 and isinstance(settings.grad_clip_norm, float)  # typed: 1 -> 1.0
+    assert settings.grad_clip_before_unscale and not settings.clamp_logit_scale and settings.ddp_find_unused_parameters
     assert settings.fp16_max_skipped_steps == trainer.fp16_max_skipped_steps == 50
-    from dataclasses import fields
-
-    for field in fields(TrainSettings):  # every setting has its key in conf/trainer/default.yaml
-        assert TrainSettings.CONFIG_KEYS.get(field.name, field.name) in trainer or field.name == "precision"
+    assert settings.optimizer["lr"] == trainer.optimizer.lr  # builder nodes come along, as plain dicts
 
 
 # -- teachers in fp32 (trainer.teacher_precision) -------------------------------------------------
