@@ -116,9 +116,9 @@ def check_output_paths(argv: list[str]) -> None:
     output folders given on the command line (or CLIPCL_OUTPUTS) first, naming the key and path."""
     given = [("CLIPCL_OUTPUTS", os.environ["CLIPCL_OUTPUTS"])] if os.environ.get("CLIPCL_OUTPUTS") else []
     given += [
-        tuple(arg.lstrip("+").split("=", 1))
-        for arg in argv
-        if "=" in arg and arg.lstrip("+").split("=", 1)[0] in OUTPUT_KEYS
+        (key, value)
+        for key, _, value in (arg.lstrip("+").partition("=") for arg in argv if "=" in arg)
+        if key in OUTPUT_KEYS
     ]
     for key, value in given:
         if not value or "${" in value or "," in value:

@@ -80,13 +80,13 @@ class Evaluator:
             pin_memory=self.device.type == "cuda",
             worker_init_fn=ignore_stop_signals,
         )
-        features, labels = [], []
+        feature_batches, label_batches = [], []
         for images, targets in loader:
             with autocast(self.precision, self.device):
                 encoded = model.encode_image(images.to(self.device, non_blocking=True), normalize=True)
-            features.append(encoded.float())
-            labels.append(torch.as_tensor(targets))
-        features, labels = torch.cat(features), torch.cat(labels).to(self.device)
+            feature_batches.append(encoded.float())
+            label_batches.append(torch.as_tensor(targets))
+        features, labels = torch.cat(feature_batches), torch.cat(label_batches).to(self.device)
         if world.distributed:
             features, labels = distributed.gather_shards(features, length), distributed.gather_shards(labels, length)
         return features, labels
@@ -123,7 +123,8 @@ class Evaluator:
         if self.task_head == "stage":
             return list(self.stages[stage_index].classnames), 0
         last = len(self.stages) if self.task_head == "all" else max(completed, stage_index + 1)
-        names, offset = [], 0
+        names: list[str] = []
+        offset = 0
         for index, stage in enumerate(self.stages[:last]):
             if index == stage_index:
                 offset = len(names)

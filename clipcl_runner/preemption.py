@@ -44,7 +44,7 @@ def ignore_stop_signals(worker_id: int | None = None) -> None:
 
 
 class StopRequest:
-    def __init__(self, signals=DEFAULT_SIGNALS):
+    def __init__(self, signals: tuple[str, ...] = DEFAULT_SIGNALS) -> None:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
         for name in signals:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 from omegaconf import OmegaConf
 
@@ -84,7 +85,8 @@ def run_fields(choices: Mapping[str, object], overrides: Iterable[str] | None, m
 def run_tags(fields: Mapping[str, object]) -> list[str]:
     """Tags for every run: ``preset:<x>``, ``tasks:<x>``, ``method:<x>`` and one ``key=value`` per swept override."""
     tags = [f"preset:{fields['preset']}", f"tasks:{fields['task_sequence']}", f"method:{fields['method']}"]
-    tags += [f"{key}={value}" for key, value in dict(fields.get("swept") or {}).items()]
+    swept = cast(Mapping[str, object], fields.get("swept") or {})
+    tags += [f"{key}={value}" for key, value in swept.items()]
     return [_tag(tag) for tag in tags]
 
 

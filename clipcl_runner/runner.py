@@ -60,7 +60,7 @@ def stage_seed(seed: int, stage_index: int) -> int:
 
 def build_probes(builders, clip) -> list:
     """``eval.probes`` maps names to builders; each returns one probe or a list of them."""
-    probes = []
+    probes: list = []
     for builder in (builders or {}).values():
         if builder is not None:
             built = instantiate(builder, clip=clip)

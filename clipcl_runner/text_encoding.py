@@ -12,6 +12,8 @@ pooling, no causal mask) run open_clip's ``encode_text`` unchanged.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -53,8 +55,8 @@ def encode_text(
     if length >= tokens.shape[1]:
         return model.encode_text(tokens, normalize=normalize)
     cut = {
-        "clip.positional_embedding": model.positional_embedding[:length],
-        "clip.attn_mask": model.attn_mask[:length, :length],
+        "clip.positional_embedding": cast(torch.Tensor, model.positional_embedding)[:length],
+        "clip.attn_mask": cast(torch.Tensor, model.attn_mask)[:length, :length],
     }
     return functional_call(_EncodeText(model), cut, (tokens[:, :length], normalize), strict=False)
 

@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -42,7 +43,8 @@ TrainSettings = TrainerConfig
 
 def train_settings(trainer: DictConfig, precision: str) -> TrainSettings:
     """The typed ``cfg.trainer`` node as the trainer's settings, with the ``precision`` the run resolved."""
-    return replace(OmegaConf.to_object(trainer), precision=Precision(precision))
+    settings = cast(TrainSettings, OmegaConf.to_object(trainer))  # a TrainerConfig: the node is typed
+    return replace(settings, precision=Precision(precision))
 
 
 class EpochShuffle(Sampler[int]):

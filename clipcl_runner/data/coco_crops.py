@@ -113,11 +113,11 @@ def _build_index(root: Path, split: str, min_size: float, include_crowd: bool, b
     def get(record: dict, key: str, what: str):
         return field(record, key, path, "coco", root, what)
 
-    categories = [
+    categories: list[list] = [  # [id, name]: JSON-cached as lists
         [int(get(c, "id", "a category")), str(get(c, "name", "a category"))]
         for c in get(instances, "categories", "the file")
     ]
-    label_of = {cid: index for index, (cid, _) in enumerate(categories)}
+    label_of: dict[int, int] = {cid: index for index, (cid, _) in enumerate(categories)}
     images = {int(get(im, "id", "an image")): im for im in get(instances, "images", "the file")}
     records = []
     for ann in get(instances, "annotations", "the file"):

@@ -287,7 +287,7 @@ def eurosat_sessions(
     stages = []
     for t in range(sessions):
         group = class_dirs[t * per_session : (t + 1) * per_session]
-        split = {"train": ([], []), "test": ([], [])}
+        split: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
         for local, class_dir in enumerate(group):
             files = list_images(class_dir, file_order)
             if len(files) <= test_per_class:

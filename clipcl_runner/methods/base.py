@@ -141,7 +141,8 @@ class Method(ClassPrompts):
         """
         if run.train_head == "seen" and run.stage_index > 0:
             stage = run.stage
-            parts = [(s, []) for s in run.stages[: run.stage_index]] + [(stage, None)]
+            parts: list[tuple[Stage, list[int] | None]] = [(s, []) for s in run.stages[: run.stage_index]]
+            parts.append((stage, None))
             return merged_stage(stage.name, parts, epochs=stage.epochs, iterations=stage.iterations, lr=stage.lr)
         return run.stage
 

@@ -6,6 +6,7 @@ sibling method's file.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +69,14 @@ def _outside_autocast_class(cls: type) -> type:
     return _OUTSIDE_AUTOCAST[cls]
 
 
-class StageTeacher:
+# For the type checker only: the mixin's super() calls reach Method (it sits before Method in the bases).
+if TYPE_CHECKING:
+    from .base import Method as _MixinBase
+else:
+    _MixinBase = object
+
+
+class StageTeacher(_MixinBase):
     """Mixin for a method (put it before ``Method`` in the bases): ``self.teacher`` is a frozen copy of
     the model taken at every stage start (the previous stage's model; the pretrained one at the
     first stage) and dropped at the stage end, so its memory is freed between stages.

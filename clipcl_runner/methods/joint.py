@@ -25,8 +25,8 @@ class Joint(Method):
         if run.stage_index > 0:
             return None
         stages = list(run.stages)
-        if all(stage.iterations for stage in stages):
-            schedule = {"iterations": sum(stage.iterations for stage in stages)}
+        if all(bool(stage.iterations) for stage in stages):
+            schedule = {"iterations": sum(stage.iterations or 0 for stage in stages)}
         else:
             epochs = next((stage.epochs for stage in stages if stage.epochs and not stage.iterations), 1)
             schedule = {"epochs": epochs}

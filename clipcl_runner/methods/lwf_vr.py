@@ -25,6 +25,7 @@ ZSCL's variant of the seed paper's VR-LwF (``vr_lwf``, kept as it is):
 from __future__ import annotations
 
 import torch
+from torch.utils.data import Dataset
 
 from ..auxiliary import Auxiliary, draw_batch
 from ..data.stages import with_transform
@@ -51,7 +52,7 @@ class LwFVR(StageTeacher, Method):
         self.alpha, self.temperature, self.num_texts, self.token_length = alpha, temperature, num_texts, token_length
         self.distill_transform = distill_transform
         self.tokens = self.teacher_texts = None
-        self._distill_data = None  # (the training set it views, that view)
+        self._distill_data: tuple[Dataset, Dataset] | None = None  # (the training set it views, that view)
 
     def vocabulary_tokens(self, run: RunContext) -> torch.Tensor:
         """The stage's texts: ``num_texts`` random texts of ``token_length`` BPE tokens."""
@@ -71,9 +72,10 @@ class LwFVR(StageTeacher, Method):
         train = run.training.train
         if self.distill_transform == "train" or run.clip is None:
             return train
-        if self._distill_data is None or self._distill_data[0] is not train:
-            self._distill_data = (train, with_transform(train, run.clip.preprocess_eval))
-        return self._distill_data[1]
+        data = self._distill_data
+        if data is None or data[0] is not train:
+            data = self._distill_data = (train, with_transform(train, run.clip.preprocess_eval))
+        return data[1]
 
     def auxiliary_data(self, run: RunContext) -> dict[str, Auxiliary]:
         return {"second": Auxiliary(self.distillation_images(run))}  # trainer.batch_size images

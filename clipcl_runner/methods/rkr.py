@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -76,14 +77,14 @@ class Rectifier(nn.Module):
 
     def __init__(self, out_features: int, in_features: int, rank: int, init_std: float | str, like: Tensor):
         super().__init__()
-        factory = {"device": like.device, "dtype": like.dtype}
+        device, dtype = like.device, like.dtype
         if init_std == "linear":
-            self.U = nn.Parameter(torch.empty(out_features, rank, **factory))
+            self.U = nn.Parameter(torch.empty(out_features, rank, device=device, dtype=dtype))
             nn.init.kaiming_uniform_(self.U, a=math.sqrt(5))
         else:
-            self.U = nn.Parameter(torch.randn(out_features, rank, **factory) * float(init_std))
-        self.D = nn.Parameter(torch.zeros(rank, in_features, **factory))
-        self.sigma = nn.Parameter(torch.ones(out_features, **factory))
+            self.U = nn.Parameter(torch.randn(out_features, rank, device=device, dtype=dtype) * float(init_std))
+        self.D = nn.Parameter(torch.zeros(rank, in_features, device=device, dtype=dtype))
+        self.sigma = nn.Parameter(torch.ones(out_features, device=device, dtype=dtype))
 
     def weight(self, base_weight: Tensor) -> Tensor:
         """σ ⊙ (W + U D): the rectified weight (exactly W at initialisation)."""
@@ -98,7 +99,14 @@ class Rectifier(nn.Module):
         return (base_output + correction) * self.sigma.to(base_output.dtype)
 
 
-class _FallsBackToBase:
+# For the type checker only: the mixin's super().__getattr__ is nn.Module's (it sits before a Module in the bases).
+if TYPE_CHECKING:
+    _MixinBase = nn.Module
+else:
+    _MixinBase = object
+
+
+class _FallsBackToBase(_MixinBase):
     """Attributes the wrapper does not have are read from the wrapped module (``batch_first``, ...)."""
 
     def __getattr__(self, name: str):

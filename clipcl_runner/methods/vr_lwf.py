@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -53,16 +54,17 @@ class VRLwF(LwF):
         self.num_texts, self.token_length, self.include_lwf = num_texts, token_length, include_lwf
         self.lwf_from_stage = lwf_from_stage
         self.vocabulary = read_vocabulary(vocabulary) if isinstance(vocabulary, (str, Path)) else vocabulary
-        self.vocabulary_tokens = None
+        self.vocabulary_tokens: torch.Tensor | None = None
 
     def begin_stage(self, run: RunContext) -> None:
         super().begin_stage(run)
         if self.vocabulary is not None:
-            if self.vocabulary_tokens is None:
+            vocabulary_tokens = self.vocabulary_tokens
+            if vocabulary_tokens is None:
                 tokens = run.tokenizer(list(self.vocabulary))
                 self.text_length = used_length(tokens)
-                self.vocabulary_tokens = tokens.to(run.device)
-            self.teacher_vocabulary = encode_frozen(self.teacher, self.vocabulary_tokens.cpu(), run.device)
+                vocabulary_tokens = self.vocabulary_tokens = tokens.to(run.device)
+            self.teacher_vocabulary = encode_frozen(self.teacher, vocabulary_tokens.cpu(), run.device)
 
     def draw_texts(self, run: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's K texts as tokens, and the teacher's normalised embeddings of them."""
@@ -78,8 +80,9 @@ class VRLwF(LwF):
             self.text_length = self.token_length + 2  # [SOT, tokens, EOT]: the rest is padding
             with torch.no_grad():
                 return tokens, encode_text(self.teacher, tokens, length=self.text_length)
-        picked = torch.randperm(len(self.vocabulary_tokens))[: self.num_texts].to(run.device)
-        return self.vocabulary_tokens[picked], self.teacher_vocabulary[picked]
+        vocabulary_tokens = cast(torch.Tensor, self.vocabulary_tokens)  # encoded by begin_stage
+        picked = torch.randperm(len(vocabulary_tokens))[: self.num_texts].to(run.device)
+        return vocabulary_tokens[picked], self.teacher_vocabulary[picked]
 
     def vocabulary_kl(self, run: RunContext, image_features, teacher_image_features) -> torch.Tensor:
         tokens, teacher_texts = self.draw_texts(run)

@@ -52,10 +52,11 @@ class WiSEFT(Method):
             self.zero_shot = trainable_snapshot(run.model)
 
     def model_for_evaluation(self, run: RunContext) -> nn.Module:
+        anchor = self.zero_shot or {}  # set by setup, before any evaluation
         merged = {
-            name: interpolated(self.zero_shot[name], param.detach(), self.ratio)
+            name: interpolated(anchor[name], param.detach(), self.ratio)
             for name, param in run.model.named_parameters()
-            if name in self.zero_shot
+            if name in anchor
         }
         return with_parameters(run.model, merged)
 

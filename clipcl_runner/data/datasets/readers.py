@@ -14,6 +14,7 @@ import os
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def random_split_indices(count: int, train_fraction: float = SPLIT_TRAIN_FRACTIO
 def split_80_20(images: ImageFiles) -> tuple[ImageFiles, ImageFiles]:
     """ZSCL's split of a dataset without an official one: a seeded random 80 % train, the rest test."""
     train, test = random_split_indices(len(images))
-    return take(images, train), take(images, test)
+    return cast(ImageFiles, take(images, train)), cast(ImageFiles, take(images, test))  # take keeps the kind
 
 
 def hidden(path: Path, below: Path) -> bool:
