@@ -166,20 +166,21 @@ def config_refusals() -> Iterator[None]:
 
 
 def check_command_line(argv: list[str]) -> None:
-    """What Hydra would take silently or answer with a traceback: a key given twice (the last one wins:
-    ``experiment=a experiment=b`` runs b alone) and ``--cfg`` together with ``-m``."""
-    keys: dict[str, list[str]] = {}
+    """What Hydra would take silently or answer with a traceback: a config group chosen twice (the last
+    one wins: ``experiment=a experiment=b`` runs b alone, where both were meant) and ``--cfg`` together
+    with ``-m``. A value key given twice keeps Hydra's rule (the last wins): scripts append overrides."""
+    groups: dict[str, list[str]] = {}
     for arg in argv:
-        if "=" in arg and not arg.startswith(("-", "~")):
-            keys.setdefault(arg.lstrip("+").split("=", 1)[0], []).append(arg)
-    twice = {key: args for key, args in keys.items() if len(args) > 1}
+        key = arg.lstrip("+").split("=", 1)[0]
+        if "=" in arg and not arg.startswith(("-", "~")) and (Path(CONFIG_DIR) / key).is_dir():
+            groups.setdefault(key, []).append(arg)
+    twice = {key: args for key, args in groups.items() if len(args) > 1}
     if twice:
         key, args = next(iter(twice.items()))
-        group = (Path(CONFIG_DIR) / key).is_dir()
-        hint = f" To apply several {key} configs in order, list them: {key}=[a,b]." if group else ""
+        hint = " To apply several presets in order, list them: experiment=[a,b]." if key == "experiment" else ""
         refuse(
-            f"{key} is given {len(args)} times ({' '.join(args)}); Hydra would silently keep the last. "
-            f"Give it once.{hint}"
+            f"{key} is chosen {len(args)} times ({' '.join(args)}); Hydra would silently keep the last. "
+            f"Choose one.{hint}"
         )
     if {"-m", "--multirun"} & set(argv) and {"-c", "--cfg"} & set(argv):
         refuse(

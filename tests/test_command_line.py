@@ -11,13 +11,14 @@ from conftest import run_cli
     [
         (
             ("experiment=synthetic_test", "experiment=synthetic_demo"),
-            "clipcl: error: experiment is given 2 times (experiment=synthetic_test experiment=synthetic_demo); "
-            "Hydra would silently keep the last. Give it once. To apply several experiment configs in order, "
-            "list them: experiment=[a,b].",
+            "clipcl: error: experiment is chosen 2 times (experiment=synthetic_test experiment=synthetic_demo); "
+            "Hydra would silently keep the last. Choose one. To apply several presets in order, list them: "
+            "experiment=[a,b].",
         ),
         (
-            ("seed=1", "+seed=2"),
-            "clipcl: error: seed is given 2 times (seed=1 +seed=2); Hydra would silently keep the last. Give it once.",
+            ("method=lwf", "method=finetune"),
+            "clipcl: error: method is chosen 2 times (method=lwf method=finetune); Hydra would silently keep the "
+            "last. Choose one.",
         ),
         (
             ("-m", "method=lwf,finetune", "--cfg", "job"),
@@ -33,7 +34,8 @@ def test_refused_before_hydra_with_one_line(tmp_path, args, expected):
     assert not any(tmp_path.iterdir())  # nothing was created
 
 
-def test_a_list_of_presets_and_a_sweep_of_one_key_are_not_duplicates(tmp_path):
-    done = run_cli("experiment=[synthetic_test,synthetic_demo]", "seed=3", "--cfg", "job", timeout=120)
+def test_a_list_of_presets_and_a_value_given_twice_are_accepted(tmp_path):
+    """A value key keeps Hydra's rule (the last wins): scripts build a command line and append overrides."""
+    done = run_cli("experiment=[synthetic_test,synthetic_demo]", "seed=2", "seed=3", "--cfg", "job", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "seed: 3" in done.stdout and "- demo" in done.stdout  # synthetic_demo applied after synthetic_test
