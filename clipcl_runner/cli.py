@@ -166,21 +166,15 @@ def config_refusals() -> Iterator[None]:
 
 
 def check_command_line(argv: list[str]) -> None:
-    """What Hydra would take silently or answer with a traceback: a config group chosen twice (the last
-    one wins: ``experiment=a experiment=b`` runs b alone, where both were meant) and ``--cfg`` together
-    with ``-m``. A value key given twice keeps Hydra's rule (the last wins): scripts append overrides."""
-    groups: dict[str, list[str]] = {}
-    for arg in argv:
-        key = arg.lstrip("+").split("=", 1)[0]
-        if "=" in arg and not arg.startswith(("-", "~")) and (Path(CONFIG_DIR) / key).is_dir():
-            groups.setdefault(key, []).append(arg)
-    twice = {key: args for key, args in groups.items() if len(args) > 1}
-    if twice:
-        key, args = next(iter(twice.items()))
-        hint = " To apply several presets in order, list them: experiment=[a,b]." if key == "experiment" else ""
+    """What Hydra would take silently or answer with a traceback: two experiment presets given as two
+    overrides (the last one wins: ``experiment=a experiment=b`` runs b alone, where a preset is a delta
+    meant to combine) and ``--cfg`` together with ``-m``. Any other key given twice keeps Hydra's rule,
+    the last wins, which scripts appending overrides (``logger=none``, ``seed=3``) rely on."""
+    presets = [arg for arg in argv if arg.lstrip("+").split("=", 1)[0] == "experiment" and "=" in arg]
+    if len(presets) > 1:
         refuse(
-            f"{key} is chosen {len(args)} times ({' '.join(args)}); Hydra would silently keep the last. "
-            f"Choose one.{hint}"
+            f"experiment is chosen {len(presets)} times ({' '.join(presets)}); Hydra would silently keep the "
+            "last. To apply several presets in order, list them: experiment=[a,b]."
         )
     if {"-m", "--multirun"} & set(argv) and {"-c", "--cfg"} & set(argv):
         refuse(
@@ -199,6 +193,9 @@ def main() -> dict | None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def run_main(cfg: DictConfig) -> dict | None:
+    from .preemption import catch_early_stops
+
+    catch_early_stops()  # a scancel while the job starts (submitit only logs SIGTERM) stops it before work
     try:
         validate(cfg, HydraConfig.get().overrides.task)  # types and choices: the schema, while Hydra composed
     except ConfigError as error:

@@ -43,9 +43,34 @@ def ignore_stop_signals(worker_id: int | None = None) -> None:
         signal.signal(signum, _worker_stop)
 
 
+_early_stops: list[int] = []  # SIGTERMs received before the runner's StopRequest existed
+
+
+def _remember_early_stop(signum, frame) -> None:
+    log.warning("received %s during start-up: the run stops before it evaluates or trains", signal.Signals(signum).name)
+    _early_stops.append(signum)
+
+
+def catch_early_stops() -> None:
+    """Remember a SIGTERM that arrives before the runner listens for signals (call it first thing in a job).
+
+    Inside a submitit job SIGTERM's handler only logs it (submitit "bypasses" it: SLURM sends it ahead of
+    a preemption's requeue signal), so a ``scancel`` while the job loads its data and weights was lost
+    and the job went on to train. Installed only where such a handler is in place: elsewhere SIGTERM's
+    default action already ends the process at once."""
+    current = signal.getsignal(signal.SIGTERM)
+    if current in (signal.SIG_DFL, signal.SIG_IGN, None) or current is _remember_early_stop:
+        return
+    try:
+        signal.signal(signal.SIGTERM, _remember_early_stop)
+    except ValueError:  # not the main thread: no signal handling there
+        pass
+
+
 class StopRequest:
     def __init__(self, signals: tuple[str, ...] = DEFAULT_SIGNALS) -> None:
-        self.signum: int | None = None
+        self.signum: int | None = _early_stops[-1] if _early_stops else None  # one received during start-up
+        _early_stops.clear()
         self._previous: dict[int, object] = {}
         for name in signals:
             signum = getattr(signal, name)
@@ -74,7 +99,7 @@ class StopRequest:
         signum, self.signum = self.signum or signal.SIGTERM, None
         previous = self._previous.get(signum)
         self.restore()
-        if callable(previous) and previous is not signal.default_int_handler:
+        if callable(previous) and previous not in (signal.default_int_handler, _remember_early_stop):
             previous(signum, None)
             if signum == signal.SIGTERM:  # submitit only logs SIGTERM; the job is about to be killed anyway
                 sys.exit(128 + signum)

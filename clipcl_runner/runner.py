@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -299,6 +300,10 @@ class StageLoop:
     def run(self) -> dict:
         cfg, context = self.cfg, self.context
         try:  # the finally gives the stop signals back to their previous handlers on every way out
+            if self.stop.signum is not None:  # a stop during start-up (preemption.catch_early_stops)
+                name = signal.Signals(self.stop.signum).name
+                log.warning("stopped on %s: it came during start-up, before this attempt did any work", name)
+                raise SystemExit(128 + self.stop.signum)
             finished = self.finished_summary()
             if finished is not None:
                 return finished
