@@ -38,37 +38,42 @@ class Choice(str, Enum):
     def __str__(self) -> str:
         return str(self.value)
 
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        """The allowed values as plain strings: the modules that check a value themselves use these."""
+        return tuple(member.value for member in cls)
 
-class Part(Choice):  # what trains (models.PARTS)
+
+class Part(Choice):  # what trains
     whole = "whole"
     image = "image"
     text = "text"
 
 
-class Precision(Choice):  # precision.PRECISIONS
+class Precision(Choice):
     auto = "auto"
     bf16 = "bf16"
     fp16 = "fp16"
     fp32 = "fp32"
 
 
-class AutoOrFp32(Choice):  # eval.precision (precision.EVAL_PRECISIONS), trainer.teacher_precision
+class AutoOrFp32(Choice):  # eval.precision, trainer.teacher_precision
     auto = "auto"
     fp32 = "fp32"
 
 
-class TrainHead(Choice):  # methods.base.TRAIN_HEADS
+class TrainHead(Choice):
     stage = "stage"
     seen = "seen"
 
 
-class TaskHead(Choice):  # evaluation.TASK_HEADS
+class TaskHead(Choice):
     stage = "stage"
     seen = "seen"
     all = "all"
 
 
-class RetrievalTies(Choice):  # retrieval.TIES
+class RetrievalTies(Choice):
     official = "official"
     optimistic = "optimistic"
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import distributed
 from . import metric_names as names
+from .config_schema import TaskHead
 from .data.decoded import decoded
 from .data.stages import ClassificationProbe, RetrievalProbe, Stage
 from .precision import autocast, evaluation_precision
@@ -25,7 +26,7 @@ from .retrieval import folded_recall, recall_at_k
 from .text_encoding import encode_text, used_length
 
 log = logging.getLogger(__name__)
-TASK_HEADS = ("stage", "seen", "all")
+TASK_HEADS = TaskHead.values()
 
 
 class Evaluator:

@@ -18,10 +18,12 @@ import open_clip
 import torch
 from torch import nn
 
+from .config_schema import Part
+
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-PARTS = ("whole", "image", "text")
+PARTS = Part.values()
 
 
 def register_model_configs() -> None:

@@ -11,9 +11,11 @@ import logging
 
 import torch
 
+from .config_schema import AutoOrFp32, Precision
+
 log = logging.getLogger(__name__)
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-EVAL_PRECISIONS = ("auto", "fp32")  # auto: the trainer's autocast | fp32: no autocast (CL-CLIP's evaluation)
+PRECISIONS = Precision.values()
+EVAL_PRECISIONS = AutoOrFp32.values()  # auto: the trainer's autocast | fp32: no autocast (CL-CLIP's evaluation)
 
 
 def resolve_device(device: str) -> torch.device:

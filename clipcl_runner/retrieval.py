@@ -25,9 +25,11 @@ from collections.abc import Sequence
 
 import torch
 
+from .config_schema import RetrievalTies
+
 __all__ = ["recall_at_k", "folded_recall"]
 
-TIES = ("official", "optimistic")
+TIES = RetrievalTies.values()
 
 
 def _check(image_features, text_features, text_to_image):

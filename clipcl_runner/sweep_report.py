@@ -73,13 +73,18 @@ class JobFailed(CompactHydraException):
     a compact exception's message alone."""
 
 
+def single_run(config: DictConfig) -> bool:
+    """A plain ``clipcl`` run (Hydra's RUN mode), not a job of a sweep."""
+    return config.hydra.get("mode") == RunMode.RUN
+
+
 def failure_line(config: DictConfig, error: Any, run_dir: Path | None) -> str:
     """``clipcl: job 3 (method=lwf seed=1) failed: ValueError: <first line> (log: <file>)``."""
     overrides = " ".join(str(o) for o in config.hydra.get("overrides", {}).get("task", []) or [])
     first = str(error).splitlines()[0] if str(error) else ""
     where = _log_hint(run_dir) if run_dir else ""
     label = f" ({overrides})" if overrides else ""
-    job = "run" if config.hydra.get("mode") == RunMode.RUN else f"job {config.hydra.job.get('num', '?')}"
+    job = "run" if single_run(config) else f"job {config.hydra.job.get('num', '?')}"
     return f"clipcl: {job}{label} failed: {type(error).__name__}: {first}{where}"
 
 
@@ -151,10 +156,9 @@ class SweepReport(Callback):
             _append_traceback(run_dir / f"{config.hydra.job.get('name', 'clipcl')}.log", error, line)
         print(line, file=sys.stderr, flush=True)
         if isinstance(error, Exception) and not isinstance(error, JobFailed):
-            single = config.hydra.get("mode") == RunMode.RUN
             job_return._return_value = JobFailed(
                 "the run failed (named above with its log file, which holds the traceback)"
-                if single
+                if single_run(config)
                 else "the sweep has failed jobs (each named above with its log file); its report follows"
             )
 

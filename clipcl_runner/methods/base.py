@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..config_schema import AutoOrFp32, TrainHead
 from ..data.stages import Stage, merged_stage
 from ..models import select_trainable
 from .prompts import ClassPrompts
 
-TRAIN_HEADS = ("stage", "seen")
-TEACHER_PRECISIONS = ("auto", "fp32")
+TRAIN_HEADS = TrainHead.values()
+TEACHER_PRECISIONS = AutoOrFp32.values()
 
 
 @dataclass

@@ -224,31 +224,14 @@ def comparison_figure(
 
     # legends outside the axes: methods by colour, swept options by marker / line style, with n
     if groups:
-        handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=m) for m, c in colours.items()]
-        columns = 1 if len(handles) <= 14 else 2
-        fig.legend(
-            handles=handles,
-            title="method (colour)",
-            loc="outside right upper",
-            frameon=False,
-            fontsize=8.5,
-            title_fontsize=9,
-            ncols=columns,
-        )
+        methods = [Line2D([], [], color=c, marker="o", linestyle="-", label=m) for m, c in colours.items()]
+        _outside_legend(fig, methods, "method (colour)", "outside right upper")
         if len(styles) > 1:
-            opt = [
+            options = [
                 Line2D([], [], color="#444444", marker=mk, linestyle=ls, label=_option_label(keys, o))
                 for o, (mk, ls) in styles.items()
             ]
-            fig.legend(
-                handles=opt,
-                title="swept option (marker)",
-                loc="outside right lower",
-                frameon=False,
-                fontsize=8.5,
-                title_fontsize=9,
-                ncols=1 if len(opt) <= 14 else 2,
-            )
+            _outside_legend(fig, options, "swept option (marker)", "outside right lower")
         counts = sorted({len(group) for _, group in groups})
         fig.suptitle(
             f"{len(groups)} group(s), {len(runs)} run(s); seeds per group: {', '.join(map(str, counts))}", fontsize=11
@@ -300,6 +283,19 @@ def mean_matrices(run_dirs: Iterable[Path | str]) -> pd.DataFrame | None:
     mean.attrs["runs"] = used
     mean.attrs["skipped"] = [run for run in matrices if run not in used]
     return mean
+
+
+def _outside_legend(fig, handles: list, title: str, loc: str) -> None:
+    """A legend outside the axes (``loc``: "outside right upper" / "lower"), two columns past 14 entries."""
+    fig.legend(
+        handles=handles,
+        title=title,
+        loc=loc,
+        frameon=False,
+        fontsize=8.5,
+        title_fontsize=9,
+        ncols=1 if len(handles) <= 14 else 2,
+    )
 
 
 def _file_safe(label: str) -> str:
